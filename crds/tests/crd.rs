@@ -156,3 +156,24 @@ fn status_subresource_and_printer_columns() {
     assert_eq!(crd["spec"]["scope"], "Namespaced");
     assert_eq!(crd["metadata"]["name"], "broadcasts.castyard.dev");
 }
+
+/// `validate_spec` is what the API checks before storing; it must agree with the schema on
+/// every example (the transition rule needs the old object, so the API checks it itself).
+#[test]
+fn validate_spec_agrees_with_the_schema() {
+    for path in testdata("valid") {
+        let b: castyard_crd::Broadcast = serde_json::from_value(load(&path)).unwrap();
+        castyard_crd::validate::validate_spec(&b.spec)
+            .unwrap_or_else(|e| panic!("{} rejected by validate_spec: {e}", path.display()));
+    }
+    for path in testdata("invalid") {
+        let verdict = serde_json::from_value::<castyard_crd::Broadcast>(load(&path))
+            .map_err(|e| e.to_string())
+            .and_then(|b| castyard_crd::validate::validate_spec(&b.spec));
+        assert!(
+            verdict.is_err(),
+            "{} accepted by validate_spec",
+            path.display()
+        );
+    }
+}

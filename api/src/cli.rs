@@ -1,0 +1,238 @@
+//! The `castyard` command line: `up` (embedded), `api` (cluster), and the server start-up both share.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::backend::BroadcastBackend;
+use crate::backend::embedded::EmbeddedBackend;
+use crate::backend::kubernetes::KubernetesBackend;
+use crate::crypto::MasterKey;
+use crate::db::Db;
+use crate::realtime::Hub;
+use crate::state::{AppState, Mode, Settings};
+
+/// Castyard: a self-hosted live-streaming studio.
+#[derive(Parser, Debug)]
+#[command(name = "castyard", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything on this machine: API, studio, SQLite, media workers as child processes.
+    Up(UpArgs),
+    /// Run the cluster API (Postgres; broadcasts become Kubernetes custom resources).
+    Api(ApiArgs),
+    /// Print the OpenAPI document (api/openapi.json is this output).
+    #[command(hide = true)]
+    Openapi,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// The URL browsers use to reach this server; invite and watch links are built on it.
+    /// Defaults to http://<listen>.
+    #[arg(long, env = "CASTYARD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The built frontend to serve at /.
+    #[arg(long, env = "CASTYARD_WEB_DIR", default_value = "frontend/dist")]
+    pub web_dir: PathBuf,
+    /// npm's swagger-ui-dist, served at /api-docs.
+    #[arg(
+        long,
+        env = "CASTYARD_SWAGGER_UI_DIR",
+        default_value = "frontend/node_modules/swagger-ui-dist"
+    )]
+    pub swagger_ui_dir: PathBuf,
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, env = "CASTYARD_LOG_JSON")]
+    pub log_json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Address to serve the API and studio on.
+    #[arg(long, env = "CASTYARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the database, the master key, recordings and uploads live.
+    #[arg(long, env = "CASTYARD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BackendKind {
+    /// Broadcast custom resources and Secrets in the cluster.
+    Kubernetes,
+    /// Workers as child processes of this server (single replica only).
+    Embedded,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApiArgs {
+    #[arg(long, env = "CASTYARD_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// postgres://user:password@host/db
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Base64 of 32 random bytes (`openssl rand -base64 32`); encrypts stream keys and signs tokens.
+    #[arg(long, env = "CASTYARD_ENCRYPTION_KEY", hide_env_values = true)]
+    pub encryption_key: String,
+    /// Namespace the Broadcasts and their Secrets are written to.
+    #[arg(long, env = "CASTYARD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    #[arg(
+        long,
+        env = "CASTYARD_BACKEND",
+        value_enum,
+        default_value = "kubernetes"
+    )]
+    pub backend: BackendKind,
+    /// Where recordings and uploads live (a shared volume in the cluster).
+    #[arg(long, env = "CASTYARD_DATA_DIR", default_value = "/var/lib/castyard")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Api(args) => cluster_api(args).await,
+        Command::Openapi => {
+            print!("{}", crate::openapi_json(&doc_state().await?));
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+fn settings(mode: Mode, data_dir: PathBuf, listen: SocketAddr, common: &CommonArgs) -> Settings {
+    let public_url = common
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{listen}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let mut s = Settings::new(mode, data_dir, public_url);
+    s.web_dir = Some(common.web_dir.clone());
+    s.swagger_dir = Some(common.swagger_ui_dir.clone());
+    s
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    init_tracing(args.common.log_json);
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let master = MasterKey::load_or_create(&data_dir.join("master.key"))?;
+    let db_path = data_dir.join("castyard.db");
+    let db = Db::connect(&format!("sqlite://{}?mode=rwc", db_path.display())).await?;
+    db.migrate().await.context("migrating the database")?;
+    let s = settings(Mode::Embedded, data_dir, args.listen, &args.common);
+    let hub = Hub::in_process(&s.replica_id);
+    let state = AppState::new(db, s, &master, hub, Arc::new(EmbeddedBackend::new()));
+    serve(state, args.listen).await
+}
+
+async fn cluster_api(args: ApiArgs) -> anyhow::Result<()> {
+    init_tracing(args.common.log_json);
+    let master = MasterKey::from_base64(&args.encryption_key)?;
+    let db = Db::connect(&args.database_url)
+        .await
+        .context("connecting to the database")?;
+    db.migrate().await.context("migrating the database")?;
+    let s = settings(Mode::Kubernetes, args.data_dir, args.listen, &args.common);
+    let hub = match db.kind {
+        crate::db::Kind::Postgres => {
+            Hub::postgres(&s.replica_id, &args.database_url, db.pool.clone()).await?
+        }
+        crate::db::Kind::Sqlite => Hub::in_process(&s.replica_id),
+    };
+    let backend: Arc<dyn BroadcastBackend> = match args.backend {
+        BackendKind::Kubernetes => {
+            let client = kube::Client::try_default()
+                .await
+                .context("reading the Kubernetes config")?;
+            Arc::new(KubernetesBackend::new(client, &args.namespace))
+        }
+        BackendKind::Embedded => Arc::new(EmbeddedBackend::new()),
+    };
+    let state = AppState::new(db, s, &master, hub, backend);
+    serve(state, args.listen).await
+}
+
+/// A throwaway state, enough to build the router and its OpenAPI document.
+pub async fn doc_state() -> anyhow::Result<AppState> {
+    let db = Db::connect("sqlite::memory:").await?;
+    let s = Settings::new(
+        Mode::Embedded,
+        std::env::temp_dir(),
+        "http://localhost".into(),
+    );
+    let hub = Hub::in_process(&s.replica_id);
+    Ok(AppState::new(
+        db,
+        s,
+        &MasterKey::generate(),
+        hub,
+        Arc::new(EmbeddedBackend::new()),
+    ))
+}
+
+async fn serve(state: AppState, listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let url = state.settings.public_url.clone();
+    let app = crate::app(state);
+    tracing::info!(%listen, "listening");
+    println!("Castyard is running at {url}");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received, draining connections");
+}

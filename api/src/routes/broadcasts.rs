@@ -1,0 +1,830 @@
+//! /api/broadcasts: a host's shows and their destinations; every change is stored and handed to
+//! the backend in one step, so a refused backend call leaves the database unchanged.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use castyard_crd::validate::{validate_rtmp_url, validate_spec};
+use castyard_crd::{
+    BroadcastSpec, DesiredState, Destination, DestinationKind, DestinationStatus, Endpoints,
+    HlsSpec, IngestSpec, Layout, OutputSpec, Phase, SecretKeyRef,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, Row};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::auth::{AuthUser, TokenKind, claims};
+use crate::backend::{DesiredBroadcast, StreamKey, keys_secret_name};
+use crate::crypto::mask;
+use crate::db::{new_id, now_ms, rfc3339};
+use crate::error::{Error, ErrorBody, JsonBody, PathParams, QueryParams, Result};
+use crate::realtime::{BroadcastEvent, Event};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, update, remove))
+        .routes(routes!(start))
+        .routes(routes!(end))
+        .routes(routes!(invite))
+        .routes(routes!(add_destination))
+        .routes(routes!(remove_destination))
+        .routes(routes!(test_destination))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewDestination {
+    /// Unique within the broadcast; lowercase letters, digits and '-'.
+    pub name: String,
+    pub kind: DestinationKind,
+    /// rtmp:// or rtmps:// ingest URL, without the key.
+    pub url: String,
+    /// Write-only: stored encrypted, shown back only as its last four characters.
+    pub stream_key: String,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateBroadcast {
+    pub title: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub scheduled_start: Option<String>,
+    #[serde(default)]
+    pub recording: Option<bool>,
+    #[serde(default)]
+    pub output: Option<OutputSpec>,
+    #[serde(default)]
+    pub layout: Option<Layout>,
+    #[serde(default)]
+    pub hls: Option<HlsSpec>,
+    #[serde(default)]
+    pub ingest: Option<IngestSpec>,
+    #[serde(default)]
+    pub max_guests: Option<u8>,
+    #[serde(default)]
+    pub destinations: Vec<NewDestination>,
+}
+
+/// Fields left out stay as they are; an empty `scheduledStart` clears it.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateBroadcast {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub scheduled_start: Option<String>,
+    pub recording: Option<bool>,
+    pub output: Option<OutputSpec>,
+    pub layout: Option<Layout>,
+    pub hls: Option<HlsSpec>,
+    pub ingest: Option<IngestSpec>,
+    pub max_guests: Option<u8>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationView {
+    pub id: String,
+    pub name: String,
+    pub kind: DestinationKind,
+    pub url: String,
+    pub enabled: bool,
+    /// Masked, e.g. "••••1234"; the key itself is never sent back.
+    pub stream_key: String,
+    pub created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BroadcastView {
+    pub id: String,
+    /// The object name in Kubernetes (and of the embedded workers).
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    /// What the host asked for.
+    pub state: DesiredState,
+    /// What the reconciler observed; absent until it reports.
+    pub phase: Option<Phase>,
+    pub recording: bool,
+    pub output: OutputSpec,
+    pub layout: Layout,
+    pub hls: HlsSpec,
+    pub ingest: IngestSpec,
+    pub max_guests: u8,
+    pub scheduled_start: Option<String>,
+    pub destinations: Vec<DestinationView>,
+    /// Per-destination health as last reported (live, retrying, failed, bitrate).
+    pub destination_status: Vec<DestinationStatus>,
+    pub endpoints: Option<Endpoints>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub watch_url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InviteView {
+    pub token: String,
+    /// Open this in a browser to join the studio as a guest.
+    pub url: String,
+    pub expires_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationTestResult {
+    pub ok: bool,
+    /// Time to complete the RTMP handshake.
+    pub latency_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct Page {
+    /// 1 to 100, default 50.
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+fn valid_stream_key(key: &str) -> Result<()> {
+    let n = key.chars().count();
+    if n == 0 || n > 512 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::validation(
+            "streamKey must be 1 to 512 characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// The stored form of a broadcast: the spec without destinations, which have their own rows.
+struct Stored {
+    id: String,
+    name: String,
+    spec: BroadcastSpec,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+struct StoredDestination {
+    id: String,
+    dest: Destination,
+    sealed_key: String,
+    last4: String,
+    created_at: i64,
+}
+
+const COLUMNS: &str = "id, name, spec, started_at, ended_at, created_at, updated_at";
+
+fn stored(row: &sqlx::any::AnyRow) -> Result<Stored> {
+    let spec: String = row.try_get("spec")?;
+    Ok(Stored {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        spec: serde_json::from_str(&spec).map_err(anyhow::Error::from)?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Ids are UUIDs; anything else cannot name a broadcast, so it is simply not found.
+fn parse_id(id: &str) -> Result<String> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| Error::NotFound("broadcast"))
+}
+
+async fn load_owned(conn: &mut AnyConnection, user: &AuthUser, id: &str) -> Result<Stored> {
+    user.require_host()?;
+    let id = parse_id(id)?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM broadcasts WHERE id = $1 AND owner_id = $2"
+    ))
+    .bind(&id)
+    .bind(&user.id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(Error::NotFound("broadcast"))?;
+    stored(&row)
+}
+
+async fn load_destinations(
+    conn: &mut AnyConnection,
+    broadcast_id: &str,
+) -> Result<Vec<StoredDestination>> {
+    let rows = sqlx::query(
+        "SELECT id, broadcast_id, name, kind, url, key_ciphertext, key_last4, enabled, created_at \
+         FROM destinations WHERE broadcast_id = $1 ORDER BY created_at, name",
+    )
+    .bind(broadcast_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.try_get("kind")?;
+            let name: String = r.try_get("name")?;
+            Ok(StoredDestination {
+                id: r.try_get("id")?,
+                dest: Destination {
+                    stream_key_secret_ref: SecretKeyRef {
+                        name: String::new(),
+                        key: name.clone(),
+                    },
+                    name,
+                    kind: serde_json::from_value(serde_json::Value::String(kind))
+                        .map_err(anyhow::Error::from)?,
+                    url: r.try_get("url")?,
+                    enabled: r.try_get::<i64, _>("enabled")? != 0,
+                },
+                sealed_key: r.try_get("key_ciphertext")?,
+                last4: r.try_get("key_last4")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+/// The full desired broadcast: spec with destinations pointing at the keys Secret, plus the keys.
+fn desired(state: &AppState, b: &Stored, dests: &[StoredDestination]) -> Result<DesiredBroadcast> {
+    let secret = keys_secret_name(&b.name);
+    let mut spec = b.spec.clone();
+    let mut stream_keys = BTreeMap::new();
+    spec.destinations = dests
+        .iter()
+        .map(|d| {
+            let mut dest = d.dest.clone();
+            dest.stream_key_secret_ref = SecretKeyRef {
+                name: secret.clone(),
+                key: dest.name.clone(),
+            };
+            let key = state.keys.decrypt(&d.id, &d.sealed_key)?;
+            stream_keys.insert(dest.name.clone(), StreamKey(key));
+            Ok(dest)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(DesiredBroadcast {
+        name: b.name.clone(),
+        spec,
+        stream_keys,
+    })
+}
+
+async fn apply(state: &AppState, conn: &mut AnyConnection, b: &Stored) -> Result<()> {
+    let dests = load_destinations(conn, &b.id).await?;
+    let d = desired(state, b, &dests)?;
+    state.backend.apply(&d).await.map_err(Error::Backend)
+}
+
+async fn view(
+    state: &AppState,
+    conn: &mut AnyConnection,
+    b: Stored,
+    with_status: bool,
+) -> Result<BroadcastView> {
+    let dests = load_destinations(conn, &b.id).await?;
+    let status = if with_status {
+        // A status read is informational: an unreachable backend must not hide the broadcast.
+        state.backend.status(&b.name).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, broadcast = %b.id, "status unavailable");
+            None
+        })
+    } else {
+        None
+    };
+    let status = status.unwrap_or_default();
+    let s = b.spec;
+    Ok(BroadcastView {
+        watch_url: format!("{}/watch/{}", state.settings.public_url, b.id),
+        id: b.id,
+        name: b.name,
+        title: s.title,
+        description: s.description,
+        state: s.state,
+        phase: status.phase,
+        recording: s.recording,
+        output: s.output,
+        layout: s.layout,
+        hls: s.hls,
+        ingest: s.ingest,
+        max_guests: s.max_guests,
+        scheduled_start: s.scheduled_start,
+        destinations: dests
+            .into_iter()
+            .map(|d| DestinationView {
+                id: d.id,
+                name: d.dest.name,
+                kind: d.dest.kind,
+                url: d.dest.url,
+                enabled: d.dest.enabled,
+                stream_key: format!("••••{}", d.last4),
+                created_at: rfc3339(d.created_at),
+            })
+            .collect(),
+        destination_status: status.destinations,
+        endpoints: status.endpoints,
+        started_at: b.started_at.map(rfc3339),
+        ended_at: b.ended_at.map(rfc3339),
+        created_at: rfc3339(b.created_at),
+        updated_at: rfc3339(b.updated_at),
+    })
+}
+
+fn check_spec(spec: &BroadcastSpec, dest_count: usize) -> Result<()> {
+    if dest_count > castyard_crd::MAX_DESTINATIONS {
+        return Err(Error::validation(format!(
+            "at most {} destinations",
+            castyard_crd::MAX_DESTINATIONS
+        )));
+    }
+    validate_spec(spec).map_err(Error::Validation)
+}
+
+async fn insert_destination(
+    state: &AppState,
+    conn: &mut AnyConnection,
+    broadcast_id: &str,
+    d: &NewDestination,
+) -> Result<String> {
+    valid_stream_key(&d.stream_key)?;
+    let id = new_id();
+    let sealed = state.keys.encrypt(&id, &d.stream_key);
+    let last4: String = mask(&d.stream_key).trim_start_matches('•').to_owned();
+    sqlx::query(
+        "INSERT INTO destinations (id, broadcast_id, name, kind, url, key_ciphertext, key_last4, enabled, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&id)
+    .bind(broadcast_id)
+    .bind(&d.name)
+    .bind(serde_json::to_value(d.kind).map_err(anyhow::Error::from)?.as_str().unwrap_or("custom"))
+    .bind(&d.url)
+    .bind(&sealed)
+    .bind(&last4)
+    .bind(i64::from(d.enabled.unwrap_or(true)))
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            Error::Conflict(format!("a destination named {:?} already exists", d.name))
+        }
+        e => e.into(),
+    })?;
+    Ok(id)
+}
+
+fn spec_destination(d: &NewDestination) -> Destination {
+    Destination {
+        name: d.name.clone(),
+        kind: d.kind,
+        url: d.url.clone(),
+        stream_key_secret_ref: SecretKeyRef {
+            name: "pending".into(),
+            key: d.name.clone(),
+        },
+        enabled: d.enabled.unwrap_or(true),
+    }
+}
+
+/// The signed-in host's broadcasts, newest first.
+#[utoipa::path(get, path = "/", tag = "broadcasts", security(("bearer" = [])), params(Page),
+    responses((status = 200, body = Vec<BroadcastView>), (status = 401, body = ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    QueryParams(page): QueryParams<Page>,
+) -> Result<Json<Vec<BroadcastView>>> {
+    user.require_host()?;
+    let limit = page.limit.unwrap_or(50);
+    let offset = page.offset.unwrap_or(0);
+    if !(1..=100).contains(&limit) || offset < 0 {
+        return Err(Error::BadRequest(
+            "limit must be 1 to 100 and offset at least 0".into(),
+        ));
+    }
+    let mut conn = state.db.pool.acquire().await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM broadcasts WHERE owner_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
+    ))
+    .bind(&user.id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(view(&state, &mut conn, stored(row)?, false).await?);
+    }
+    Ok(Json(out))
+}
+
+/// Create a broadcast (Backstage) with its destinations.
+#[utoipa::path(post, path = "/", tag = "broadcasts", security(("bearer" = [])), request_body = CreateBroadcast,
+    responses((status = 201, body = BroadcastView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 502, body = ErrorBody)))]
+async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JsonBody(req): JsonBody<CreateBroadcast>,
+) -> Result<(StatusCode, Json<BroadcastView>)> {
+    user.require_host()?;
+    let mut spec: BroadcastSpec = serde_json::from_value(serde_json::json!({ "title": req.title }))
+        .map_err(anyhow::Error::from)?;
+    spec.description = req.description.unwrap_or_default();
+    spec.scheduled_start = req.scheduled_start.filter(|s| !s.is_empty());
+    spec.recording = req.recording.unwrap_or(false);
+    if let Some(o) = req.output {
+        spec.output = o;
+    }
+    if let Some(l) = req.layout {
+        spec.layout = l;
+    }
+    if let Some(h) = req.hls {
+        spec.hls = h;
+    }
+    if let Some(i) = req.ingest {
+        spec.ingest = i;
+    }
+    if let Some(m) = req.max_guests {
+        spec.max_guests = m;
+    }
+    spec.destinations = req.destinations.iter().map(spec_destination).collect();
+    check_spec(&spec, req.destinations.len())?;
+    for d in &req.destinations {
+        valid_stream_key(&d.stream_key)?;
+    }
+    spec.destinations.clear();
+
+    let id = new_id();
+    let now = now_ms();
+    let b = Stored {
+        name: format!("bc-{id}"),
+        id,
+        spec,
+        started_at: None,
+        ended_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = state.db.pool.begin().await?;
+    sqlx::query("INSERT INTO broadcasts (id, owner_id, name, title, state, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(&b.id)
+        .bind(&user.id)
+        .bind(&b.name)
+        .bind(&b.spec.title)
+        .bind(state_str(b.spec.state))
+        .bind(serde_json::to_string(&b.spec).map_err(anyhow::Error::from)?)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    for d in &req.destinations {
+        insert_destination(&state, &mut tx, &b.id, d).await?;
+    }
+    if let Err(e) = apply(&state, &mut tx, &b).await {
+        // The backend may have applied part of it; take that back before reporting.
+        let _ = state.backend.delete(&b.name).await;
+        return Err(e);
+    }
+    let v = view(&state, &mut tx, b, false).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+fn state_str(s: DesiredState) -> &'static str {
+    match s {
+        DesiredState::Backstage => "Backstage",
+        DesiredState::Live => "Live",
+        DesiredState::Ended => "Ended",
+    }
+}
+
+/// One broadcast, with the reconciler's latest status.
+#[utoipa::path(get, path = "/{id}", tag = "broadcasts", security(("bearer" = [])),
+    responses((status = 200, body = BroadcastView), (status = 404, body = ErrorBody)))]
+async fn get_one(
+    State(state): State<AppState>,
+    user: AuthUser,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<BroadcastView>> {
+    let mut conn = state.db.pool.acquire().await?;
+    let b = load_owned(&mut conn, &user, &id).await?;
+    Ok(Json(view(&state, &mut conn, b, true).await?))
+}
+
+/// Change a broadcast's settings; not allowed once it has ended.
+#[utoipa::path(patch, path = "/{id}", tag = "broadcasts", security(("bearer" = [])), request_body = UpdateBroadcast,
+    responses((status = 200, body = BroadcastView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn update(
+    State(state): State<AppState>,
+    user: AuthUser,
+    PathParams(id): PathParams<String>,
+    JsonBody(req): JsonBody<UpdateBroadcast>,
+) -> Result<Json<BroadcastView>> {
+    let mut tx = state.db.pool.begin().await?;
+    let mut b = load_owned(&mut tx, &user, &id).await?;
+    if b.spec.state == DesiredState::Ended {
+        return Err(Error::Conflict(
+            "the broadcast has ended and can no longer be changed".into(),
+        ));
+    }
+    let s = &mut b.spec;
+    if let Some(v) = req.title {
+        s.title = v;
+    }
+    if let Some(v) = req.description {
+        s.description = v;
+    }
+    if let Some(v) = req.scheduled_start {
+        s.scheduled_start = Some(v).filter(|v| !v.is_empty());
+    }
+    if let Some(v) = req.recording {
+        s.recording = v;
+    }
+    if let Some(v) = req.output {
+        s.output = v;
+    }
+    if let Some(v) = req.layout {
+        s.layout = v;
+    }
+    if let Some(v) = req.hls {
+        s.hls = v;
+    }
+    if let Some(v) = req.ingest {
+        s.ingest = v;
+    }
+    if let Some(v) = req.max_guests {
+        s.max_guests = v;
+    }
+    check_spec(s, 0)?;
+    save(&state, &mut tx, &mut b).await?;
+    let v = view(&state, &mut tx, b, false).await?;
+    tx.commit().await?;
+    state
+        .hub
+        .publish(Event::Broadcast {
+            broadcast_id: v.id.clone(),
+            event: BroadcastEvent::Updated,
+        })
+        .await;
+    Ok(Json(v))
+}
+
+async fn save(state: &AppState, conn: &mut AnyConnection, b: &mut Stored) -> Result<()> {
+    b.updated_at = now_ms();
+    sqlx::query("UPDATE broadcasts SET title = $1, state = $2, spec = $3, started_at = $4, ended_at = $5, updated_at = $6 WHERE id = $7")
+        .bind(&b.spec.title)
+        .bind(state_str(b.spec.state))
+        .bind(serde_json::to_string(&b.spec).map_err(anyhow::Error::from)?)
+        .bind(b.started_at)
+        .bind(b.ended_at)
+        .bind(b.updated_at)
+        .bind(&b.id)
+        .execute(&mut *conn)
+        .await?;
+    apply(state, conn, b).await
+}
+
+/// Delete a broadcast, its workers and its destinations. Recordings are kept.
+#[utoipa::path(delete, path = "/{id}", tag = "broadcasts", security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+async fn remove(
+    State(state): State<AppState>,
+    user: AuthUser,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode> {
+    let mut tx = state.db.pool.begin().await?;
+    let b = load_owned(&mut tx, &user, &id).await?;
+    sqlx::query("DELETE FROM broadcasts WHERE id = $1")
+        .bind(&b.id)
+        .execute(&mut *tx)
+        .await?;
+    state
+        .backend
+        .delete(&b.name)
+        .await
+        .map_err(Error::Backend)?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn transition(
+    state: &AppState,
+    user: &AuthUser,
+    id: &str,
+    to: DesiredState,
+) -> Result<BroadcastView> {
+    let mut tx = state.db.pool.begin().await?;
+    let mut b = load_owned(&mut tx, user, id).await?;
+    let from = b.spec.state;
+    if from == DesiredState::Ended && to != DesiredState::Ended {
+        return Err(Error::Conflict(
+            "an ended broadcast cannot be started again".into(),
+        ));
+    }
+    if from != to {
+        b.spec.state = to;
+        let now = now_ms();
+        match to {
+            DesiredState::Live => b.started_at = b.started_at.or(Some(now)),
+            DesiredState::Ended => b.ended_at = Some(now),
+            DesiredState::Backstage => {}
+        }
+        save(state, &mut tx, &mut b).await?;
+    }
+    let v = view(state, &mut tx, b, false).await?;
+    tx.commit().await?;
+    if from != to {
+        let event = if to == DesiredState::Live {
+            BroadcastEvent::Started
+        } else {
+            BroadcastEvent::Ended
+        };
+        state
+            .hub
+            .publish(Event::Broadcast {
+                broadcast_id: v.id.clone(),
+                event,
+            })
+            .await;
+    }
+    Ok(v)
+}
+
+/// Go live: the compositor starts and sends to every enabled destination.
+#[utoipa::path(post, path = "/{id}/start", tag = "broadcasts", security(("bearer" = [])),
+    responses((status = 200, body = BroadcastView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn start(
+    State(state): State<AppState>,
+    user: AuthUser,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<BroadcastView>> {
+    transition(&state, &user, &id, DesiredState::Live)
+        .await
+        .map(Json)
+}
+
+/// End the show: outputs are finalized and the workers stop. Final.
+#[utoipa::path(post, path = "/{id}/end", tag = "broadcasts", security(("bearer" = [])),
+    responses((status = 200, body = BroadcastView), (status = 404, body = ErrorBody)))]
+async fn end(
+    State(state): State<AppState>,
+    user: AuthUser,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<BroadcastView>> {
+    transition(&state, &user, &id, DesiredState::Ended)
+        .await
+        .map(Json)
+}
+
+/// A signed, expiring link that lets a guest join this broadcast's studio.
+#[utoipa::path(post, path = "/{id}/invites", tag = "broadcasts", security(("bearer" = [])),
+    responses((status = 201, body = InviteView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn invite(
+    State(state): State<AppState>,
+    user: AuthUser,
+    PathParams(id): PathParams<String>,
+) -> Result<(StatusCode, Json<InviteView>)> {
+    let mut conn = state.db.pool.acquire().await?;
+    let b = load_owned(&mut conn, &user, &id).await?;
+    if b.spec.state == DesiredState::Ended {
+        return Err(Error::Conflict("the broadcast has ended".into()));
+    }
+    let mut c = claims(&user.id, TokenKind::Invite, state.settings.invite_ttl);
+    c.bid = Some(b.id.clone());
+    let token = state.jwt.issue(&c);
+    Ok((
+        StatusCode::CREATED,
+        Json(InviteView {
+            url: format!(
+                "{}/join/{}?invite={}",
+                state.settings.public_url, b.id, token
+            ),
+            token,
+            expires_at: rfc3339(c.exp * 1000),
+        }),
+    ))
+}
+
+/// Add a destination; while live it starts receiving the show at once.
+#[utoipa::path(post, path = "/{id}/destinations", tag = "destinations", security(("bearer" = [])), request_body = NewDestination,
+    responses((status = 201, body = DestinationView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn add_destination(
+    State(state): State<AppState>,
+    user: AuthUser,
+    PathParams(id): PathParams<String>,
+    JsonBody(req): JsonBody<NewDestination>,
+) -> Result<(StatusCode, Json<DestinationView>)> {
+    let mut tx = state.db.pool.begin().await?;
+    let mut b = load_owned(&mut tx, &user, &id).await?;
+    if b.spec.state == DesiredState::Ended {
+        return Err(Error::Conflict("the broadcast has ended".into()));
+    }
+    let existing = load_destinations(&mut tx, &b.id).await?;
+    if existing.iter().any(|d| d.dest.name == req.name) {
+        return Err(Error::Conflict(format!(
+            "a destination named {:?} already exists",
+            req.name
+        )));
+    }
+    let mut spec = b.spec.clone();
+    spec.destinations = existing
+        .iter()
+        .map(|d| d.dest.clone())
+        .chain([spec_destination(&req)])
+        .collect();
+    check_spec(&spec, spec.destinations.len())?;
+    let dest_id = insert_destination(&state, &mut tx, &b.id, &req).await?;
+    save(&state, &mut tx, &mut b).await?;
+    let v = view(&state, &mut tx, b, false).await?;
+    tx.commit().await?;
+    let d = v
+        .destinations
+        .into_iter()
+        .find(|d| d.id == dest_id)
+        .ok_or_else(|| anyhow::anyhow!("inserted destination vanished"))?;
+    Ok((StatusCode::CREATED, Json(d)))
+}
+
+fn parse_dest_id(id: &str) -> Result<String> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| Error::NotFound("destination"))
+}
+
+/// Remove a destination; the others are not touched.
+#[utoipa::path(delete, path = "/{id}/destinations/{dest_id}", tag = "destinations", security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn remove_destination(
+    State(state): State<AppState>,
+    user: AuthUser,
+    PathParams((id, dest_id)): PathParams<(String, String)>,
+) -> Result<StatusCode> {
+    let mut tx = state.db.pool.begin().await?;
+    let mut b = load_owned(&mut tx, &user, &id).await?;
+    let dest_id = parse_dest_id(&dest_id)?;
+    let gone = sqlx::query("DELETE FROM destinations WHERE id = $1 AND broadcast_id = $2")
+        .bind(&dest_id)
+        .bind(&b.id)
+        .execute(&mut *tx)
+        .await?;
+    if gone.rows_affected() == 0 {
+        return Err(Error::NotFound("destination"));
+    }
+    save(&state, &mut tx, &mut b).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Check that the destination's server answers an RTMP handshake (the key is not sent).
+#[utoipa::path(post, path = "/{id}/destinations/{dest_id}/test", tag = "destinations", security(("bearer" = [])),
+    responses((status = 200, body = DestinationTestResult), (status = 404, body = ErrorBody)))]
+async fn test_destination(
+    State(state): State<AppState>,
+    user: AuthUser,
+    PathParams((id, dest_id)): PathParams<(String, String)>,
+) -> Result<Json<DestinationTestResult>> {
+    let mut conn = state.db.pool.acquire().await?;
+    let b = load_owned(&mut conn, &user, &id).await?;
+    let dest_id = parse_dest_id(&dest_id)?;
+    let url: String =
+        sqlx::query("SELECT url FROM destinations WHERE id = $1 AND broadcast_id = $2")
+            .bind(&dest_id)
+            .bind(&b.id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(Error::NotFound("destination"))?
+            .try_get("url")?;
+    drop(conn);
+    validate_rtmp_url(&url).map_err(Error::Validation)?;
+    let result = match crate::rtmp_probe::handshake(&url, state.settings.rtmp_probe_timeout).await {
+        Ok(d) => DestinationTestResult {
+            ok: true,
+            latency_ms: Some(d.as_millis() as u64),
+            error: None,
+        },
+        Err(e) => DestinationTestResult {
+            ok: false,
+            latency_ms: None,
+            error: Some(format!("{e:#}")),
+        },
+    };
+    Ok(Json(result))
+}

@@ -1,0 +1,8 @@
+//! The HTTP routes, one module per area; each exposes a `router()`.
+
+pub mod auth;
+pub mod broadcasts;
+pub mod recordings;
+pub mod status;
+pub mod uploads;
+pub mod ws;

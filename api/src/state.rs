@@ -1,0 +1,131 @@
+//! Everything a request handler may reach, built once at start-up and shared.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::auth::Jwt;
+use crate::backend::BroadcastBackend;
+use crate::crypto::{MasterKey, StreamKeyCipher};
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::ratelimit::Limiters;
+use crate::realtime::Hub;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Embedded,
+    Kubernetes,
+}
+
+/// Tunables with production defaults; tests shorten or loosen them.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mode: Mode,
+    /// The address browsers reach us at; invite links are built on it.
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    /// The built frontend (frontend/dist); served at / when present.
+    pub web_dir: Option<PathBuf>,
+    /// npm's swagger-ui-dist, served at /api-docs.
+    pub swagger_dir: Option<PathBuf>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub invite_ttl: Duration,
+    pub file_url_ttl: Duration,
+    /// Marks the refresh cookie Secure; on when the public URL is https.
+    pub secure_cookies: bool,
+    pub json_limit: usize,
+    pub upload_limit: usize,
+    /// Auth attempts per client address: burst, then one per `auth_refill`.
+    pub auth_burst: u32,
+    pub auth_refill: Duration,
+    pub chat_max_chars: usize,
+    pub chat_burst: u32,
+    pub chat_refill: Duration,
+    pub ws_max_message: usize,
+    pub rtmp_probe_timeout: Duration,
+    /// Names this process in cross-replica messages (viewer counts).
+    pub replica_id: String,
+}
+
+impl Settings {
+    pub fn new(mode: Mode, data_dir: PathBuf, public_url: String) -> Self {
+        Self {
+            mode,
+            secure_cookies: public_url.starts_with("https://"),
+            public_url,
+            data_dir,
+            web_dir: None,
+            swagger_dir: None,
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            invite_ttl: Duration::from_secs(24 * 3600),
+            file_url_ttl: Duration::from_secs(3600),
+            json_limit: 64 * 1024,
+            upload_limit: 5 * 1024 * 1024,
+            auth_burst: 20,
+            auth_refill: Duration::from_secs(3),
+            chat_max_chars: 500,
+            chat_burst: 5,
+            chat_refill: Duration::from_secs(1),
+            ws_max_message: 8 * 1024,
+            rtmp_probe_timeout: Duration::from_secs(10),
+            replica_id: crate::db::new_id(),
+        }
+    }
+
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.data_dir.join("recordings")
+    }
+
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
+    }
+}
+
+pub struct Shared {
+    pub db: Db,
+    pub settings: Settings,
+    pub jwt: Jwt,
+    pub keys: StreamKeyCipher,
+    pub hub: std::sync::Arc<Hub>,
+    pub backend: Arc<dyn BroadcastBackend>,
+    pub metrics: Metrics,
+    pub limits: Limiters,
+    pub started: Instant,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        db: Db,
+        settings: Settings,
+        master: &MasterKey,
+        hub: std::sync::Arc<Hub>,
+        backend: Arc<dyn BroadcastBackend>,
+    ) -> Self {
+        let limits = Limiters::new(&settings);
+        Self(Arc::new(Shared {
+            jwt: Jwt::new(&master.jwt_secret()),
+            keys: master.stream_key_cipher(),
+            db,
+            hub,
+            backend,
+            metrics: Metrics::new(),
+            limits,
+            settings,
+            started: Instant::now(),
+        }))
+    }
+}

@@ -1,0 +1,97 @@
+//! Everything outside /api's JSON: health probes, /metrics, Swagger UI, and the built frontend.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::error::Error;
+use crate::state::AppState;
+
+pub fn router(state: &AppState) -> Router<AppState> {
+    let mut r = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::serve))
+        .route("/api-docs", get(swagger_index))
+        .route("/api-docs/", get(swagger_index))
+        .route(
+            "/api/{*rest}",
+            get(api_not_found)
+                .post(api_not_found)
+                .put(api_not_found)
+                .patch(api_not_found)
+                .delete(api_not_found),
+        );
+    if let Some(dir) = state
+        .settings
+        .swagger_dir
+        .clone()
+        .filter(|d| d.join("swagger-ui-bundle.js").exists())
+    {
+        r = r.nest_service("/api-docs/assets", ServeDir::new(dir));
+    }
+    match state
+        .settings
+        .web_dir
+        .clone()
+        .filter(|d| d.join("index.html").exists())
+    {
+        // Client-side routes (/studio/..., /watch/...) all load index.html.
+        Some(dir) => {
+            r.fallback_service(ServeDir::new(&dir).fallback(ServeFile::new(dir.join("index.html"))))
+        }
+        None => r.route("/", get(no_frontend)),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.db.ping().await {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+    }
+}
+
+async fn api_not_found(uri: Uri) -> Error {
+    tracing::debug!(%uri, "no such API route");
+    Error::NotFound("API route")
+}
+
+async fn swagger_index(State(state): State<AppState>) -> Response {
+    if !state
+        .settings
+        .swagger_dir
+        .as_ref()
+        .is_some_and(|d| d.join("swagger-ui-bundle.js").exists())
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Html("<!doctype html><title>Castyard API</title><p>Swagger UI is not installed (npm's swagger-ui-dist; <code>make up</code> installs it). \
+                  The document itself is at <a href=\"/api/openapi.json\">/api/openapi.json</a>.</p>"),
+        )
+            .into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        r##"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Castyard API</title>
+<link rel="stylesheet" href="/api-docs/assets/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/api-docs/assets/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({ url: "/api/openapi.json", dom_id: "#swagger-ui" });</script>
+</body></html>"##,
+    )
+        .into_response()
+}
+
+async fn no_frontend() -> Html<&'static str> {
+    Html(
+        "<!doctype html><title>Castyard</title><h1>Castyard is running</h1>\
+         <p>The web studio is not built in this installation. The API is at \
+         <a href=\"/api-docs\">/api-docs</a> and <a href=\"/api/status\">/api/status</a>.</p>",
+    )
+}
