@@ -110,7 +110,16 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let resp = next.run(req).await;
+    let span = tracing::info_span!("request", %method, %route);
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    // The route template only: raw URIs can carry tokens (`?token=` on file and socket URLs).
+    span.in_scope(|| {
+        tracing::info!(
+            status = resp.status().as_u16(),
+            elapsed_ms = start.elapsed().as_millis() as u64,
+            "request"
+        )
+    });
     state
         .metrics
         .duration

@@ -221,11 +221,11 @@ impl Hub {
     fn deliver(&self, event: Event) {
         let mut topics = self.topics.lock().expect("lock poisoned");
         let id = event.broadcast_id().to_owned();
-        if let Some(tx) = topics.get(&id) {
-            if tx.send(Arc::new(event)).is_err() {
-                // Nobody listens on this replica any more.
-                topics.remove(&id);
-            }
+        // A send error means nobody listens on this replica any more.
+        if let Some(tx) = topics.get(&id)
+            && tx.send(Arc::new(event)).is_err()
+        {
+            topics.remove(&id);
         }
     }
 

@@ -26,10 +26,12 @@ pub fn validate_spec(spec: &BroadcastSpec) -> Result<(), String> {
     if !(1..=MAX_GUESTS).contains(&spec.max_guests) {
         return Err(format!("maxGuests must be between 1 and {MAX_GUESTS}"));
     }
-    if let Some(start) = &spec.scheduled_start {
-        if !is_rfc3339(start) {
-            return Err("scheduledStart must be an RFC 3339 date-time".into());
-        }
+    if spec
+        .scheduled_start
+        .as_deref()
+        .is_some_and(|s| !is_rfc3339(s))
+    {
+        return Err("scheduledStart must be an RFC 3339 date-time".into());
     }
     if spec.destinations.len() > MAX_DESTINATIONS {
         return Err(format!("at most {MAX_DESTINATIONS} destinations"));

@@ -39,10 +39,10 @@ fn openapi_schema() -> Value {
 fn to_json_schema(mut s: Value) -> Value {
     fn walk(v: &mut Value) {
         let Value::Object(map) = v else { return };
-        if map.remove("nullable") == Some(Value::Bool(true)) {
-            if let Some(Value::String(t)) = map.get("type").cloned() {
-                map.insert("type".into(), json!([t, "null"]));
-            }
+        if map.remove("nullable") == Some(Value::Bool(true))
+            && let Some(Value::String(t)) = map.get("type").cloned()
+        {
+            map.insert("type".into(), json!([t, "null"]));
         }
         if map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
             map.insert("type".into(), json!(["integer", "string"]));

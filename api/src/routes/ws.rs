@@ -346,14 +346,13 @@ impl Conn<'_> {
         match ev {
             Ok(ev) => {
                 // Studio chat never reaches a connection that joined only the public channel.
-                if let Event::Chat { message, .. } = ev.as_ref() {
-                    if !self
+                if let Event::Chat { message, .. } = ev.as_ref()
+                    && !self
                         .joined
                         .get(broadcast_id)
                         .is_some_and(|c| c.contains(&message.channel))
-                    {
-                        return vec![];
-                    }
+                {
+                    return vec![];
                 }
                 vec![encode(&ServerMessage::Event(&ev))]
             }

@@ -1,0 +1,11 @@
+//! API integration tests: every endpoint through `oneshot`, on SQLite and PostgreSQL.
+
+mod common;
+
+mod auth;
+mod broadcasts;
+mod files;
+mod kubernetes;
+mod realtime;
+mod secrets;
+mod service;

@@ -1,0 +1,259 @@
+//! Stream keys: encrypted at rest, masked in replies, absent from logs; and the destination
+//! test against a real RTMP server (nginx with the RTMP module).
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+use sqlx::Row;
+
+use crate::common::TestApp;
+
+const KEY: &str = "sk-SUPERSECRET-7c1e-9876";
+const KEY2: &str = "sk-ALSOSECRET-55aa-4321";
+
+/// Collects everything the app logs, at every level.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_stream_key_never_leaves_in_a_reply_or_a_log() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = TestApp::sqlite().await;
+    let host = app.host("host@example.com").await;
+    let mut replies = vec![];
+    let b = app.post("/api/broadcasts", Some(&host), json!({"title": "Secret show", "destinations": [{"name": "yt", "kind": "youtube", "url": "rtmp://a.rtmp.youtube.com/live2", "streamKey": KEY}]})).await;
+    assert_eq!(b.status, StatusCode::CREATED);
+    let id = b.json["id"].as_str().unwrap().to_owned();
+    replies.push(b.text());
+    let added = app.post(&format!("/api/broadcasts/{id}/destinations"), Some(&host), json!({"name": "tw", "kind": "twitch", "url": "rtmp://live.twitch.tv/app", "streamKey": KEY2})).await;
+    replies.push(added.text());
+    // A refused request that carried a key must not echo it either.
+    let refused = app.post(&format!("/api/broadcasts/{id}/destinations"), Some(&host), json!({"name": "tw", "kind": "twitch", "url": "rtmp://live.twitch.tv/app", "streamKey": KEY})).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    replies.push(refused.text());
+    let bad = app
+        .post(
+            &format!("/api/broadcasts/{id}/destinations"),
+            Some(&host),
+            json!({"name": "x", "kind": "custom", "url": "http://nope", "streamKey": KEY}),
+        )
+        .await;
+    replies.push(bad.text());
+    replies.push(
+        app.get(&format!("/api/broadcasts/{id}"), Some(&host))
+            .await
+            .text(),
+    );
+    replies.push(app.get("/api/broadcasts", Some(&host)).await.text());
+    replies.push(
+        app.call(
+            Method::PATCH,
+            &format!("/api/broadcasts/{id}"),
+            Some(&host),
+            Some(json!({"title": "t2"})),
+        )
+        .await
+        .text(),
+    );
+    replies.push(
+        app.post(
+            &format!("/api/broadcasts/{id}/start"),
+            Some(&host),
+            json!({}),
+        )
+        .await
+        .text(),
+    );
+    replies.push(app.get("/api/streams", None).await.text());
+    replies.push(app.get("/metrics", None).await.text());
+
+    for r in &replies {
+        for k in [KEY, KEY2, "SUPERSECRET", "ALSOSECRET"] {
+            assert!(!r.contains(k), "a reply contains a stream key: {r}");
+        }
+    }
+    assert!(replies[1].contains("••••4321"));
+
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !logged.is_empty(),
+        "the capture saw nothing, so it proves nothing"
+    );
+    for k in [KEY, KEY2, "SUPERSECRET", "ALSOSECRET"] {
+        assert!(!logged.contains(k), "a log line contains a stream key");
+    }
+
+    // At rest the key is ciphertext; the backend, and only the backend, receives it in clear.
+    let rows = sqlx::query("SELECT key_ciphertext, key_last4 FROM destinations")
+        .fetch_all(&app.state.db.pool)
+        .await
+        .unwrap();
+    for row in rows {
+        let sealed: String = row.try_get("key_ciphertext").unwrap();
+        assert!(!sealed.contains("SECRET"), "stored in clear");
+    }
+    let name = format!("bc-{id}");
+    let w = app.embedded.workloads(&name).unwrap();
+    let c = w.compositor.unwrap();
+    let spec_json = serde_json::to_string(&c).unwrap();
+    assert!(
+        !spec_json.contains("SECRET"),
+        "the workload spec holds only secret references"
+    );
+    assert_eq!(c.destinations[0].stream_key_secret_ref.key, "yt");
+}
+
+/// nginx with Debian's RTMP module on a free loopback port, stopped on drop.
+pub struct RtmpServer {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RtmpServer {
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
+                 daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+                 events {{}}\n\
+                 rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; }} }} }}\n",
+                d = dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("nginx")
+            .args([
+                "-c",
+                conf.to_str().unwrap(),
+                "-p",
+                dir.path().to_str().unwrap(),
+                "-e",
+                dir.path().join("error.log").to_str().unwrap(),
+            ])
+            .spawn()
+            .expect(
+                "nginx is installed (scripts/test-deps.sh installs nginx and libnginx-mod-rtmp)",
+            );
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self {
+                    port,
+                    child,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "nginx-rtmp did not start: {}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for RtmpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn destination_test_does_an_rtmp_handshake() {
+    let rtmp = RtmpServer::start();
+    let app =
+        TestApp::sqlite_with(|s| s.rtmp_probe_timeout = std::time::Duration::from_secs(3)).await;
+    let host = app.host("host@example.com").await;
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // An HTTP server is not an RTMP server: answer with HTTP and see the probe say so.
+    let http = TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_port = http.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = http.accept() {
+            let _ = s.write_all(&[b'H'; 4096]);
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    });
+    let b = app
+        .create_broadcast(&host, json!({"title": "Probe", "destinations": [
+            {"name": "local", "kind": "custom", "url": format!("rtmp://127.0.0.1:{}/live", rtmp.port), "streamKey": "local-key-123456"},
+            {"name": "closed", "kind": "custom", "url": format!("rtmp://127.0.0.1:{closed}/live"), "streamKey": "local-key-123456"},
+            {"name": "http", "kind": "custom", "url": format!("rtmp://127.0.0.1:{http_port}/live"), "streamKey": "local-key-123456"},
+        ]}))
+        .await;
+    let id = b["id"].as_str().unwrap();
+    let test = |name: &str| {
+        let dest = b["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let app = &app;
+        let host = host.clone();
+        async move {
+            app.post(
+                &format!("/api/broadcasts/{id}/destinations/{dest}/test"),
+                Some(&host),
+                json!({}),
+            )
+            .await
+        }
+    };
+    let ok = test("local").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.json["ok"], true, "{}", ok.json);
+    assert!(ok.json["latencyMs"].is_u64());
+    let refused = test("closed").await;
+    assert_eq!(refused.json["ok"], false);
+    assert!(
+        refused.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{}",
+        refused.json
+    );
+    let not_rtmp = test("http").await;
+    assert_eq!(not_rtmp.json["ok"], false, "{}", not_rtmp.json);
+}
