@@ -151,6 +151,8 @@ fn main() {
 
         println!("castyard API benchmark: {concurrency} keep-alive connections, {secs} s per scenario, SQLite, loopback");
         let hello_o = load(&client, Arc::new(move || Request::get(format!("http://{hello}/")).body(Body::empty()).unwrap()), concurrency, secs).await;
+        // The same stack (metrics, routing) without the database: separates our overhead from SQLite's.
+        let health = load(&client, Arc::new(move || Request::get(format!("http://{api}/healthz")).body(Body::empty()).unwrap()), concurrency, secs).await;
         let a = auth.clone();
         let list = load(
             &client,
@@ -192,6 +194,7 @@ fn main() {
 
         println!();
         row("axum hello-world (reference)", &hello_o, hello_o.rps);
+        row("GET /healthz (no database)", &health, hello_o.rps);
         row("GET /api/broadcasts/{id}", &get_one, hello_o.rps);
         row("GET /api/broadcasts (20 items)", &list, hello_o.rps);
         row("POST /api/broadcasts", &create, hello_o.rps);

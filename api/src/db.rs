@@ -19,7 +19,12 @@ pub enum Kind {
 /// and only portable types (TEXT, BIGINT).
 #[derive(Clone, Debug)]
 pub struct Db {
+    /// Reads, and everything on Postgres.
     pub pool: AnyPool,
+    /// Writes. On SQLite a single connection, so writers queue here (async) instead of
+    /// colliding on the database lock and sleeping in SQLite's busy handler; WAL lets the
+    /// readers in `pool` run beside it. On Postgres the same pool as `pool`.
+    pub writer: AnyPool,
     pub kind: Kind,
     pub url: String,
 }
@@ -35,34 +40,44 @@ impl Db {
             anyhow::bail!("unsupported database URL scheme (use sqlite: or postgres:)");
         };
         let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
-        let pool = match kind {
-            Kind::Sqlite => {
-                AnyPoolOptions::new()
-                    .max_connections(8)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            // WAL lets readers run beside the one writer; the busy timeout turns
-                            // writer contention into waiting instead of SQLITE_BUSY errors.
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+        let sqlite_pool = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL lets readers run beside the one writer; the busy timeout turns
+                        // writer contention into waiting instead of SQLITE_BUSY errors.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                                  PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
-                            )
-                            .await?;
-                            Ok(())
-                        })
+                        )
+                        .await?;
+                        Ok(())
                     })
-                    .connect_with(options)
-                    .await?
+                })
+        };
+        let (pool, writer) = match kind {
+            // An in-memory database exists once per connection: one pool must do for both.
+            Kind::Sqlite if url.contains(":memory:") => {
+                let p = sqlite_pool(1).connect_with(options).await?;
+                (p.clone(), p)
+            }
+            Kind::Sqlite => {
+                let writer = sqlite_pool(1).connect_with(options.clone()).await?;
+                let pool = sqlite_pool(8).connect_with(options).await?;
+                (pool, writer)
             }
             Kind::Postgres => {
-                AnyPoolOptions::new()
+                let p = AnyPoolOptions::new()
                     .max_connections(16)
                     .connect_with(options)
-                    .await?
+                    .await?;
+                (p.clone(), p)
             }
         };
         Ok(Self {
             pool,
+            writer,
             kind,
             url: url.to_owned(),
         })
@@ -70,8 +85,8 @@ impl Db {
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match self.kind {
-            Kind::Sqlite => SQLITE.run(&self.pool).await?,
-            Kind::Postgres => POSTGRES.run(&self.pool).await?,
+            Kind::Sqlite => SQLITE.run(&self.writer).await?,
+            Kind::Postgres => POSTGRES.run(&self.writer).await?,
         }
         Ok(())
     }

@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 use crate::auth::Jwt;
 use crate::backend::BroadcastBackend;
+use crate::cache::OwnerCache;
 use crate::crypto::{MasterKey, StreamKeyCipher};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiters;
 use crate::realtime::Hub;
+use crate::routes::broadcasts::OwnerBroadcasts;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -95,6 +97,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub limits: Limiters,
     pub started: Instant,
+    /// Set only on SQLite, where this process is the only writer; see `cache`.
+    pub broadcasts: Option<OwnerCache<OwnerBroadcasts>>,
 }
 
 #[derive(Clone)]
@@ -116,6 +120,7 @@ impl AppState {
         backend: Arc<dyn BroadcastBackend>,
     ) -> Self {
         let limits = Limiters::new(&settings);
+        let broadcasts = (db.kind == crate::db::Kind::Sqlite).then(OwnerCache::default);
         Self(Arc::new(Shared {
             jwt: Jwt::new(&master.jwt_secret()),
             keys: master.stream_key_cipher(),
@@ -126,6 +131,7 @@ impl AppState {
             limits,
             settings,
             started: Instant::now(),
+            broadcasts,
         }))
     }
 }

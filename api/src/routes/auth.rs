@@ -147,7 +147,7 @@ async fn session(
         .bind(&hash)
         .bind(now + state.settings.refresh_ttl.as_millis() as i64)
         .bind(now)
-        .execute(&state.db.pool)
+        .execute(&state.db.writer)
         .await?;
     let cookie = Cookie::build((REFRESH_COOKIE, token))
         .http_only(true)
@@ -207,7 +207,7 @@ async fn register(
         .bind(&name)
         .bind(&hash)
         .bind(now_ms())
-        .execute(&state.db.pool)
+        .execute(&state.db.writer)
         .await;
     match result {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -274,7 +274,7 @@ async fn refresh(State(state): State<AppState>, jar: CookieJar) -> Result<impl I
     let row =
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1 RETURNING user_id, expires_at")
             .bind(&hash)
-            .fetch_optional(&state.db.pool)
+            .fetch_optional(&state.db.writer)
             .await?
             .ok_or(Error::Unauthorized("session has ended"))?;
     let expires: i64 = row.try_get("expires_at")?;
@@ -291,7 +291,7 @@ async fn logout(State(state): State<AppState>, jar: CookieJar) -> Result<impl In
     if let Some(c) = jar.get(REFRESH_COOKIE) {
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(crypto::token_hash(c.value()))
-            .execute(&state.db.pool)
+            .execute(&state.db.writer)
             .await?;
     }
     let gone = Cookie::build((REFRESH_COOKIE, ""))
@@ -333,7 +333,7 @@ async fn scoped_identity(
         .bind(role.as_str())
         .bind(broadcast_id)
         .bind(now_ms())
-        .execute(&state.db.pool)
+        .execute(&state.db.writer)
         .await?;
     let user = load_user(state, &id).await?;
     session(state, jar, user).await

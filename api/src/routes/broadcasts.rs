@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use castyard_crd::validate::{validate_rtmp_url, validate_spec};
 use castyard_crd::{
     BroadcastSpec, DesiredState, Destination, DestinationKind, DestinationStatus, Endpoints,
@@ -169,6 +170,7 @@ fn valid_stream_key(key: &str) -> Result<()> {
 }
 
 /// The stored form of a broadcast: the spec without destinations, which have their own rows.
+#[derive(Clone)]
 struct Stored {
     id: String,
     name: String,
@@ -179,6 +181,7 @@ struct Stored {
     updated_at: i64,
 }
 
+#[derive(Clone)]
 struct StoredDestination {
     id: String,
     dest: Destination,
@@ -223,40 +226,125 @@ async fn load_owned(conn: &mut AnyConnection, user: &AuthUser, id: &str) -> Resu
     stored(&row)
 }
 
+const DEST_COLUMNS: &str =
+    "id, broadcast_id, name, kind, url, key_ciphertext, key_last4, enabled, created_at";
+
+/// All of one host's broadcasts with their destinations, newest first: what the read cache holds.
+pub struct OwnerBroadcasts {
+    items: Vec<(Stored, Vec<StoredDestination>)>,
+    /// Each item as the list endpoint renders it (no status), so a page is a concatenation.
+    list_json: Vec<String>,
+    by_id: std::collections::HashMap<String, usize>,
+}
+
+async fn load_all(
+    state: &AppState,
+    conn: &mut AnyConnection,
+    owner: &str,
+) -> Result<OwnerBroadcasts> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM broadcasts WHERE owner_id = $1 ORDER BY created_at DESC, id"
+    ))
+    .bind(owner)
+    .fetch_all(&mut *conn)
+    .await?;
+    let dest_rows = sqlx::query(&format!(
+        "SELECT {DEST_COLUMNS} FROM destinations WHERE broadcast_id IN \
+         (SELECT id FROM broadcasts WHERE owner_id = $1) ORDER BY created_at, name"
+    ))
+    .bind(owner)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_broadcast: std::collections::HashMap<String, Vec<StoredDestination>> =
+        std::collections::HashMap::new();
+    for r in &dest_rows {
+        by_broadcast
+            .entry(r.try_get("broadcast_id")?)
+            .or_default()
+            .push(destination(r)?);
+    }
+    let items = rows
+        .iter()
+        .map(|row| {
+            let b = stored(row)?;
+            let dests = by_broadcast.remove(&b.id).unwrap_or_default();
+            Ok((b, dests))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let list_json = items
+        .iter()
+        .map(|(b, d)| {
+            serde_json::to_string(&render(state, b.clone(), d.clone(), Default::default()))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::from)?;
+    let by_id = items
+        .iter()
+        .enumerate()
+        .map(|(i, (b, _))| (b.id.clone(), i))
+        .collect();
+    Ok(OwnerBroadcasts {
+        items,
+        list_json,
+        by_id,
+    })
+}
+
+/// The owner's broadcasts from the read cache (SQLite), or None where there is no cache.
+async fn cached(state: &AppState, owner: &str) -> Result<Option<std::sync::Arc<OwnerBroadcasts>>> {
+    let Some(cache) = &state.broadcasts else {
+        return Ok(None);
+    };
+    match cache.get(owner) {
+        Ok(hit) => Ok(Some(hit)),
+        Err(ticket) => {
+            let mut conn = state.db.pool.acquire().await?;
+            let all = load_all(state, &mut conn, owner).await?;
+            Ok(Some(cache.fill(owner, ticket, all)))
+        }
+    }
+}
+
+/// Called after every committed change to an owner's broadcasts or destinations.
+fn changed(state: &AppState, owner: &str) {
+    if let Some(cache) = &state.broadcasts {
+        cache.invalidate(owner);
+    }
+}
+
 async fn load_destinations(
     conn: &mut AnyConnection,
     broadcast_id: &str,
 ) -> Result<Vec<StoredDestination>> {
-    let rows = sqlx::query(
-        "SELECT id, broadcast_id, name, kind, url, key_ciphertext, key_last4, enabled, created_at \
-         FROM destinations WHERE broadcast_id = $1 ORDER BY created_at, name",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {DEST_COLUMNS} FROM destinations WHERE broadcast_id = $1 ORDER BY created_at, name"
+    ))
     .bind(broadcast_id)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let kind: String = r.try_get("kind")?;
-            let name: String = r.try_get("name")?;
-            Ok(StoredDestination {
-                id: r.try_get("id")?,
-                dest: Destination {
-                    stream_key_secret_ref: SecretKeyRef {
-                        name: String::new(),
-                        key: name.clone(),
-                    },
-                    name,
-                    kind: serde_json::from_value(serde_json::Value::String(kind))
-                        .map_err(anyhow::Error::from)?,
-                    url: r.try_get("url")?,
-                    enabled: r.try_get::<i64, _>("enabled")? != 0,
-                },
-                sealed_key: r.try_get("key_ciphertext")?,
-                last4: r.try_get("key_last4")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
+    rows.iter().map(destination).collect()
+}
+
+fn destination(r: &sqlx::any::AnyRow) -> Result<StoredDestination> {
+    let kind: String = r.try_get("kind")?;
+    let name: String = r.try_get("name")?;
+    Ok(StoredDestination {
+        id: r.try_get("id")?,
+        dest: Destination {
+            stream_key_secret_ref: SecretKeyRef {
+                name: String::new(),
+                key: name.clone(),
+            },
+            name,
+            kind: serde_json::from_value(serde_json::Value::String(kind))
+                .map_err(anyhow::Error::from)?,
+            url: r.try_get("url")?,
+            enabled: r.try_get::<i64, _>("enabled")? != 0,
+        },
+        sealed_key: r.try_get("key_ciphertext")?,
+        last4: r.try_get("key_last4")?,
+        created_at: r.try_get("created_at")?,
+    })
 }
 
 /// The full desired broadcast: spec with destinations pointing at the keys Secret, plus the keys.
@@ -298,17 +386,34 @@ async fn view(
 ) -> Result<BroadcastView> {
     let dests = load_destinations(conn, &b.id).await?;
     let status = if with_status {
-        // A status read is informational: an unreachable backend must not hide the broadcast.
-        state.backend.status(&b.name).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, broadcast = %b.id, "status unavailable");
+        observed(state, &b.name).await
+    } else {
+        Default::default()
+    };
+    Ok(render(state, b, dests, status))
+}
+
+/// The reconciler's last report. Informational: an unreachable backend must not hide the broadcast.
+async fn observed(state: &AppState, name: &str) -> castyard_crd::BroadcastStatus {
+    state
+        .backend
+        .status(name)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, broadcast = %name, "status unavailable");
             None
         })
-    } else {
-        None
-    };
-    let status = status.unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn render(
+    state: &AppState,
+    b: Stored,
+    dests: Vec<StoredDestination>,
+    status: castyard_crd::BroadcastStatus,
+) -> BroadcastView {
     let s = b.spec;
-    Ok(BroadcastView {
+    BroadcastView {
         watch_url: format!("{}/watch/{}", state.settings.public_url, b.id),
         id: b.id,
         name: b.name,
@@ -341,7 +446,7 @@ async fn view(
         ended_at: b.ended_at.map(rfc3339),
         created_at: rfc3339(b.created_at),
         updated_at: rfc3339(b.updated_at),
-    })
+    }
 }
 
 fn check_spec(spec: &BroadcastSpec, dest_count: usize) -> Result<()> {
@@ -408,7 +513,7 @@ async fn list(
     State(state): State<AppState>,
     user: AuthUser,
     QueryParams(page): QueryParams<Page>,
-) -> Result<Json<Vec<BroadcastView>>> {
+) -> Result<Response> {
     user.require_host()?;
     let limit = page.limit.unwrap_or(50);
     let offset = page.offset.unwrap_or(0);
@@ -416,6 +521,17 @@ async fn list(
         return Err(Error::BadRequest(
             "limit must be 1 to 100 and offset at least 0".into(),
         ));
+    }
+    if let Some(all) = cached(&state, &user.id).await? {
+        let page: Vec<&str> = all
+            .list_json
+            .iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .map(String::as_str)
+            .collect();
+        let body = format!("[{}]", page.join(","));
+        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
     }
     let mut conn = state.db.pool.acquire().await?;
     let rows = sqlx::query(&format!(
@@ -426,11 +542,33 @@ async fn list(
     .bind(offset)
     .fetch_all(&mut *conn)
     .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        out.push(view(&state, &mut conn, stored(row)?, false).await?);
+    // One query for the whole page's destinations, not one per broadcast.
+    let dest_rows = sqlx::query(&format!(
+        "SELECT {DEST_COLUMNS} FROM destinations WHERE broadcast_id IN \
+         (SELECT id FROM broadcasts WHERE owner_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3) \
+         ORDER BY created_at, name"
+    ))
+    .bind(&user.id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_broadcast: std::collections::HashMap<String, Vec<StoredDestination>> =
+        std::collections::HashMap::new();
+    for r in &dest_rows {
+        by_broadcast
+            .entry(r.try_get("broadcast_id")?)
+            .or_default()
+            .push(destination(r)?);
     }
-    Ok(Json(out))
+    rows.iter()
+        .map(|row| {
+            let b = stored(row)?;
+            let dests = by_broadcast.remove(&b.id).unwrap_or_default();
+            Ok(render(&state, b, dests, Default::default()))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(|v| Json(v).into_response())
 }
 
 /// Create a broadcast (Backstage) with its destinations.
@@ -481,7 +619,7 @@ async fn create(
         created_at: now,
         updated_at: now,
     };
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.writer.begin().await?;
     sqlx::query("INSERT INTO broadcasts (id, owner_id, name, title, state, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(&b.id)
         .bind(&user.id)
@@ -503,6 +641,7 @@ async fn create(
     }
     let v = view(&state, &mut tx, b, false).await?;
     tx.commit().await?;
+    changed(&state, &user.id);
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -522,6 +661,17 @@ async fn get_one(
     user: AuthUser,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<BroadcastView>> {
+    if let Some(all) = cached(&state, &user.id).await? {
+        user.require_host()?;
+        let id = parse_id(&id)?;
+        let (b, d) = all
+            .by_id
+            .get(&id)
+            .map(|&i| &all.items[i])
+            .ok_or(Error::NotFound("broadcast"))?;
+        let status = observed(&state, &b.name).await;
+        return Ok(Json(render(&state, b.clone(), d.clone(), status)));
+    }
     let mut conn = state.db.pool.acquire().await?;
     let b = load_owned(&mut conn, &user, &id).await?;
     Ok(Json(view(&state, &mut conn, b, true).await?))
@@ -537,7 +687,7 @@ async fn update(
     PathParams(id): PathParams<String>,
     JsonBody(req): JsonBody<UpdateBroadcast>,
 ) -> Result<Json<BroadcastView>> {
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.writer.begin().await?;
     let mut b = load_owned(&mut tx, &user, &id).await?;
     if b.spec.state == DesiredState::Ended {
         return Err(Error::Conflict(
@@ -576,6 +726,7 @@ async fn update(
     save(&state, &mut tx, &mut b).await?;
     let v = view(&state, &mut tx, b, false).await?;
     tx.commit().await?;
+    changed(&state, &user.id);
     state
         .hub
         .publish(Event::Broadcast {
@@ -609,7 +760,7 @@ async fn remove(
     user: AuthUser,
     PathParams(id): PathParams<String>,
 ) -> Result<StatusCode> {
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.writer.begin().await?;
     let b = load_owned(&mut tx, &user, &id).await?;
     sqlx::query("DELETE FROM broadcasts WHERE id = $1")
         .bind(&b.id)
@@ -621,6 +772,7 @@ async fn remove(
         .await
         .map_err(Error::Backend)?;
     tx.commit().await?;
+    changed(&state, &user.id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -630,7 +782,7 @@ async fn transition(
     id: &str,
     to: DesiredState,
 ) -> Result<BroadcastView> {
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.writer.begin().await?;
     let mut b = load_owned(&mut tx, user, id).await?;
     let from = b.spec.state;
     if from == DesiredState::Ended && to != DesiredState::Ended {
@@ -650,6 +802,7 @@ async fn transition(
     }
     let v = view(state, &mut tx, b, false).await?;
     tx.commit().await?;
+    changed(state, &user.id);
     if from != to {
         let event = if to == DesiredState::Live {
             BroadcastEvent::Started
@@ -732,7 +885,7 @@ async fn add_destination(
     PathParams(id): PathParams<String>,
     JsonBody(req): JsonBody<NewDestination>,
 ) -> Result<(StatusCode, Json<DestinationView>)> {
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.writer.begin().await?;
     let mut b = load_owned(&mut tx, &user, &id).await?;
     if b.spec.state == DesiredState::Ended {
         return Err(Error::Conflict("the broadcast has ended".into()));
@@ -755,6 +908,7 @@ async fn add_destination(
     save(&state, &mut tx, &mut b).await?;
     let v = view(&state, &mut tx, b, false).await?;
     tx.commit().await?;
+    changed(&state, &user.id);
     let d = v
         .destinations
         .into_iter()
@@ -777,7 +931,7 @@ async fn remove_destination(
     user: AuthUser,
     PathParams((id, dest_id)): PathParams<(String, String)>,
 ) -> Result<StatusCode> {
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = state.db.writer.begin().await?;
     let mut b = load_owned(&mut tx, &user, &id).await?;
     let dest_id = parse_dest_id(&dest_id)?;
     let gone = sqlx::query("DELETE FROM destinations WHERE id = $1 AND broadcast_id = $2")
@@ -790,6 +944,7 @@ async fn remove_destination(
     }
     save(&state, &mut tx, &mut b).await?;
     tx.commit().await?;
+    changed(&state, &user.id);
     Ok(StatusCode::NO_CONTENT)
 }
 

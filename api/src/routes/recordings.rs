@@ -141,7 +141,7 @@ async fn remove(
     files.extend(row.try_get::<Option<String>, _>("poster_path")?);
     sqlx::query("DELETE FROM recordings WHERE id = $1")
         .bind(&id)
-        .execute(&state.db.pool)
+        .execute(&state.db.writer)
         .await?;
     for rel in files {
         let path = inside(&state.settings.data_dir, &rel)?;

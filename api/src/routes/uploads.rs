@@ -164,7 +164,7 @@ async fn upload(
     .bind(&rel)
     .bind(&original_name)
     .bind(now_ms())
-    .execute(&state.db.pool)
+    .execute(&state.db.writer)
     .await;
     if let Err(e) = inserted {
         let _ = tokio::fs::remove_file(&path).await;
@@ -241,7 +241,7 @@ async fn remove(
     let row = sqlx::query("DELETE FROM uploads WHERE id = $1 AND owner_id = $2 RETURNING path")
         .bind(&id)
         .bind(&user.id)
-        .fetch_optional(&state.db.pool)
+        .fetch_optional(&state.db.writer)
         .await?
         .ok_or(Error::NotFound("upload"))?;
     let path = inside(&state.settings.data_dir, &row.try_get::<String, _>("path")?)?;

@@ -315,7 +315,7 @@ impl Conn<'_> {
             .bind(&msg.display_name)
             .bind(&msg.text)
             .bind(now)
-            .execute(&self.state.db.pool)
+            .execute(&self.state.db.writer)
             .await?;
         self.state
             .metrics

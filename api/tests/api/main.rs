@@ -4,6 +4,7 @@ mod common;
 
 mod auth;
 mod broadcasts;
+mod cli;
 mod files;
 mod kubernetes;
 mod realtime;
