@@ -24,7 +24,8 @@ deps:
 
 run-deps:
 	@command -v cargo >/dev/null || { echo "Rust (cargo) is required: https://rustup.rs"; exit 1; }
-	@command -v npm >/dev/null || { echo "Node.js and npm are required for the web assets"; exit 1; }
+	@command -v npm >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q nodejs npm; }
 	@[ -f frontend/node_modules/swagger-ui-dist/swagger-ui-bundle.js ] || (cd frontend && npm ci --no-audit --no-fund --loglevel=error)
 
 lint:

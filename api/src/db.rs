@@ -6,8 +6,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
-static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+/// The DDL is portable (see the migration's header), so both databases take the same files.
+static MIGRATOR: Migrator = sqlx::migrate!(); // api/migrations
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -84,10 +84,7 @@ impl Db {
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        match self.kind {
-            Kind::Sqlite => SQLITE.run(&self.writer).await?,
-            Kind::Postgres => POSTGRES.run(&self.writer).await?,
-        }
+        MIGRATOR.run(&self.writer).await?;
         Ok(())
     }
 

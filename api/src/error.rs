@@ -169,6 +169,14 @@ impl From<QueryRejection> for Error {
     }
 }
 
+/// Ids are UUIDs; anything else cannot name a `what`, so it is simply not found (and never
+/// reaches SQL or the file system).
+pub fn parse_id(id: &str, what: &'static str) -> Result<String> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| Error::NotFound(what))
+}
+
 /// `axum::Json` whose rejections speak our error shape.
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(Error))]

@@ -21,7 +21,7 @@ use crate::auth::{AuthUser, TokenKind, claims};
 use crate::backend::{DesiredBroadcast, StreamKey, keys_secret_name};
 use crate::crypto::mask;
 use crate::db::{new_id, now_ms, rfc3339};
-use crate::error::{Error, ErrorBody, JsonBody, PathParams, QueryParams, Result};
+use crate::error::{Error, ErrorBody, JsonBody, PathParams, QueryParams, Result, parse_id};
 use crate::realtime::{BroadcastEvent, Event};
 use crate::state::AppState;
 
@@ -205,16 +205,9 @@ fn stored(row: &sqlx::any::AnyRow) -> Result<Stored> {
     })
 }
 
-/// Ids are UUIDs; anything else cannot name a broadcast, so it is simply not found.
-fn parse_id(id: &str) -> Result<String> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| Error::NotFound("broadcast"))
-}
-
 async fn load_owned(conn: &mut AnyConnection, user: &AuthUser, id: &str) -> Result<Stored> {
     user.require_host()?;
-    let id = parse_id(id)?;
+    let id = parse_id(id, "broadcast")?;
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM broadcasts WHERE id = $1 AND owner_id = $2"
     ))
@@ -663,7 +656,7 @@ async fn get_one(
 ) -> Result<Json<BroadcastView>> {
     if let Some(all) = cached(&state, &user.id).await? {
         user.require_host()?;
-        let id = parse_id(&id)?;
+        let id = parse_id(&id, "broadcast")?;
         let (b, d) = all
             .by_id
             .get(&id)
@@ -917,12 +910,6 @@ async fn add_destination(
     Ok((StatusCode::CREATED, Json(d)))
 }
 
-fn parse_dest_id(id: &str) -> Result<String> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| Error::NotFound("destination"))
-}
-
 /// Remove a destination; the others are not touched.
 #[utoipa::path(delete, path = "/{id}/destinations/{dest_id}", tag = "destinations", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
@@ -933,7 +920,7 @@ async fn remove_destination(
 ) -> Result<StatusCode> {
     let mut tx = state.db.writer.begin().await?;
     let mut b = load_owned(&mut tx, &user, &id).await?;
-    let dest_id = parse_dest_id(&dest_id)?;
+    let dest_id = parse_id(&dest_id, "destination")?;
     let gone = sqlx::query("DELETE FROM destinations WHERE id = $1 AND broadcast_id = $2")
         .bind(&dest_id)
         .bind(&b.id)
@@ -958,7 +945,7 @@ async fn test_destination(
 ) -> Result<Json<DestinationTestResult>> {
     let mut conn = state.db.pool.acquire().await?;
     let b = load_owned(&mut conn, &user, &id).await?;
-    let dest_id = parse_dest_id(&dest_id)?;
+    let dest_id = parse_id(&dest_id, "destination")?;
     let url: String =
         sqlx::query("SELECT url FROM destinations WHERE id = $1 AND broadcast_id = $2")
             .bind(&dest_id)

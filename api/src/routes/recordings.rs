@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::{AuthUser, MaybeUser, TokenKind, claims};
 use crate::db::rfc3339;
-use crate::error::{Error, ErrorBody, PathParams, QueryParams, Result};
+use crate::error::{Error, ErrorBody, PathParams, QueryParams, Result, parse_id};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -48,12 +48,6 @@ pub struct FileQuery {
 
 const COLUMNS: &str =
     "id, broadcast_id, title, path, poster_path, content_type, size_bytes, duration_ms, created_at";
-
-fn parse_id(id: &str) -> Result<String> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| Error::NotFound("recording"))
-}
 
 fn to_view(state: &AppState, r: &sqlx::any::AnyRow) -> Result<RecordingView> {
     let id: String = r.try_get("id")?;
@@ -88,7 +82,7 @@ pub fn inside(root: &Path, rel: &str) -> Result<PathBuf> {
 
 async fn load_owned(state: &AppState, user: &AuthUser, id: &str) -> Result<sqlx::any::AnyRow> {
     user.require_host()?;
-    let id = parse_id(id)?;
+    let id = parse_id(id, "recording")?;
     sqlx::query(&format!(
         "SELECT {COLUMNS} FROM recordings WHERE id = $1 AND owner_id = $2"
     ))
@@ -167,7 +161,7 @@ async fn file(
     MaybeUser(user): MaybeUser,
     req: Request,
 ) -> Result<Response> {
-    let id = parse_id(&id)?;
+    let id = parse_id(&id, "recording")?;
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS}, owner_id FROM recordings WHERE id = $1"
     ))

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::db::rfc3339;
-use crate::error::{Error, ErrorBody, PathParams, Result};
+use crate::error::{Error, ErrorBody, PathParams, Result, parse_id};
 use crate::state::{AppState, Mode};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -125,9 +125,7 @@ async fn stream(
     State(state): State<AppState>,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<StreamView>> {
-    let id = uuid::Uuid::parse_str(&id)
-        .map_err(|_| Error::NotFound("stream"))?
-        .to_string();
+    let id = parse_id(&id, "stream")?;
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM broadcasts b JOIN users u ON u.id = b.owner_id WHERE b.id = $1"
     ))

@@ -12,7 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::AuthUser;
 use crate::db::{new_id, now_ms, rfc3339};
-use crate::error::{Error, ErrorBody, PathParams, QueryParams, Result};
+use crate::error::{Error, ErrorBody, PathParams, QueryParams, Result, parse_id};
 use crate::routes::recordings::inside;
 use crate::state::AppState;
 
@@ -191,12 +191,6 @@ async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<Vec<
     rows.iter().map(to_view).collect::<Result<_>>().map(Json)
 }
 
-fn parse_id(id: &str) -> Result<String> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| Error::NotFound("upload"))
-}
-
 /// The image itself; public, since ids are unguessable and the compositor and watch page load them.
 #[utoipa::path(get, path = "/{id}", tag = "uploads",
     responses((status = 200, description = "the image"), (status = 404, body = ErrorBody)))]
@@ -204,7 +198,7 @@ async fn get_file(
     State(state): State<AppState>,
     PathParams(id): PathParams<String>,
 ) -> Result<Response> {
-    let id = parse_id(&id)?;
+    let id = parse_id(&id, "upload")?;
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM uploads WHERE id = $1"))
         .bind(&id)
         .fetch_optional(&state.db.pool)
@@ -237,7 +231,7 @@ async fn remove(
     PathParams(id): PathParams<String>,
 ) -> Result<StatusCode> {
     user.require_host()?;
-    let id = parse_id(&id)?;
+    let id = parse_id(&id, "upload")?;
     let row = sqlx::query("DELETE FROM uploads WHERE id = $1 AND owner_id = $2 RETURNING path")
         .bind(&id)
         .bind(&user.id)

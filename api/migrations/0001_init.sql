@@ -1,5 +1,5 @@
--- Times are Unix milliseconds (BIGINT) and ids are UUID text, so one set of queries runs on
--- SQLite and PostgreSQL alike; flags are BIGINT 0/1 for the same reason.
+-- One set of migrations for SQLite and PostgreSQL: times are Unix milliseconds (BIGINT), ids
+-- are UUID text and flags are BIGINT 0/1, so the same DDL and queries run on both.
 CREATE TABLE users (
     id            TEXT PRIMARY KEY,
     email         TEXT UNIQUE,
