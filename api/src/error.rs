@@ -1,7 +1,9 @@
 //! The API's one error type: every failure becomes `{"error": {"code", "message"}}` with its status.
 
 use axum::Json;
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +26,9 @@ pub enum Error {
     /// 404: no such thing, or it belongs to someone else (we do not say which).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// 405: the route exists, but not with this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// 409: the request conflicts with current state (duplicate name, ended broadcast).
     #[error("{0}")]
     Conflict(String),
@@ -54,6 +59,7 @@ impl Error {
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -70,6 +76,7 @@ impl Error {
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
             Error::Conflict(_) => "conflict",
             Error::PayloadTooLarge => "payload_too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -154,6 +161,21 @@ impl From<JsonRejection> for Error {
             r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
             r => Error::BadRequest(r.body_text()),
         }
+    }
+}
+
+impl From<MultipartRejection> for Error {
+    fn from(r: MultipartRejection) -> Self {
+        Error::UnsupportedMediaType(format!("expected multipart/form-data: {}", r.body_text()))
+    }
+}
+
+impl From<WebSocketUpgradeRejection> for Error {
+    fn from(r: WebSocketUpgradeRejection) -> Self {
+        Error::BadRequest(format!(
+            "a WebSocket upgrade is required: {}",
+            r.body_text()
+        ))
     }
 }
 

@@ -102,6 +102,7 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .merge(web::router(&state))
+        .method_not_allowed_fallback(|| async { error::Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.settings.json_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),

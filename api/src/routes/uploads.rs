@@ -107,8 +107,9 @@ async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
     QueryParams(q): QueryParams<UploadQuery>,
-    mut form: Multipart,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<(StatusCode, Json<UploadView>)> {
+    let mut form = form?;
     user.require_host()?;
     let multipart_err = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

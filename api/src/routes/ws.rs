@@ -36,8 +36,9 @@ pub struct WsQuery {
 pub async fn upgrade(
     State(state): State<AppState>,
     QueryParams(q): QueryParams<WsQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response> {
+    let ws = ws?;
     let user = q
         .token
         .as_deref()

@@ -67,7 +67,7 @@ async fn status_counts_broadcasts() {
 }
 
 #[tokio::test]
-async fn unknown_api_routes_are_json_404s() {
+async fn every_api_error_has_one_shape() {
     let app = TestApp::sqlite().await;
     for path in ["/api/nope", "/api/broadcasts/x/y/z/w"] {
         assert_eq!(
