@@ -1,0 +1,662 @@
+//! The pure build step: a Broadcast and the operator's config in, the child objects out
+//! (a ConfigMap, Pod and Service per media worker), owned by the Broadcast and labelled.
+//!
+//! Worker config and stream keys reach the pods as mounted volumes, never as env or args:
+//! the kubelet refreshes mounted ConfigMaps and Secrets in place, so a destination added
+//! while live changes files, not the pod spec, and nothing restarts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use castyard_crd::workloads::{CompositorConfig, SfuConfig, desired_workloads};
+use castyard_crd::{Broadcast, DesiredWorkloads};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use serde::Serialize;
+
+use crate::config::{OperatorConfig, UdpStrategy};
+use crate::{Error, Result};
+
+pub const MANAGER: &str = "castyard-operator";
+pub const CONFIG_DIR: &str = "/etc/castyard";
+pub const CONFIG_FILE: &str = "worker.json";
+/// Each referenced Secret is mounted at `KEYS_DIR/<secret name>/<key>`.
+pub const KEYS_DIR: &str = "/var/run/secrets/castyard";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Sfu,
+    Compositor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Sfu => "sfu",
+            Role::Compositor => "compositor",
+        }
+    }
+}
+
+/// Everything one Broadcast should own right now.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Children {
+    pub config_maps: Vec<ConfigMap>,
+    pub pods: Vec<Pod>,
+    pub services: Vec<Service>,
+}
+
+pub fn child_name(broadcast: &str, role: Role) -> String {
+    format!("{broadcast}-{}", role.as_str())
+}
+
+pub fn labels(broadcast: &str, role: Role) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".into(),
+            "castyard-media-worker".into(),
+        ),
+        ("app.kubernetes.io/instance".into(), broadcast.into()),
+        ("app.kubernetes.io/component".into(), role.as_str().into()),
+        ("app.kubernetes.io/part-of".into(), "castyard".into()),
+        ("app.kubernetes.io/managed-by".into(), MANAGER.into()),
+        ("castyard.dev/broadcast".into(), broadcast.into()),
+    ])
+}
+
+/// The pod selector: stable labels only, so a label added later never orphans a pod.
+fn selector(broadcast: &str, role: Role) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/instance".into(), broadcast.into()),
+        ("app.kubernetes.io/component".into(), role.as_str().into()),
+    ])
+}
+
+/// Builds the children for the Broadcast's current spec; an Ended one owns none.
+pub fn build(b: &Broadcast, cfg: &OperatorConfig) -> Result<Children> {
+    let name = b
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingObjectKey(".metadata.name"))?;
+    let owner = b
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey(".metadata.uid"))?;
+    let ns = b.metadata.namespace.clone();
+    let DesiredWorkloads { sfu, compositor } = desired_workloads(b);
+    let resources = b.spec.worker_resources.clone().unwrap_or_default();
+    let mut out = Children::default();
+
+    if let Some(mut sfu) = sfu {
+        if let UdpStrategy::HostNetwork {
+            first_port,
+            last_port,
+        } = cfg.udp
+        {
+            sfu.media_port = host_port(name, first_port, last_port)?;
+        }
+        let meta = meta(name, Role::Sfu, &ns, &owner);
+        out.config_maps.push(config_map(meta.clone(), &sfu)?);
+        out.pods.push(sfu_pod(
+            meta.clone(),
+            &sfu,
+            cfg,
+            resources.sfu.or(cfg.sfu_resources.clone()),
+        ));
+        out.services.push(sfu_service(meta, &sfu, cfg));
+    }
+    if let Some(comp) = compositor {
+        let meta = meta(name, Role::Compositor, &ns, &owner);
+        // Every Secret any destination names, enabled or not, so toggling a destination never
+        // changes the pod's volumes (which would mean recreating it).
+        let secrets: BTreeSet<&str> = b
+            .spec
+            .destinations
+            .iter()
+            .map(|d| d.stream_key_secret_ref.name.as_str())
+            .collect();
+        out.config_maps.push(config_map(meta.clone(), &comp)?);
+        out.pods.push(compositor_pod(
+            meta.clone(),
+            &comp,
+            &secrets,
+            cfg,
+            resources.compositor.or(cfg.compositor_resources.clone()),
+        ));
+        out.services.push(compositor_service(meta, &comp));
+    }
+    Ok(out)
+}
+
+fn meta(broadcast: &str, role: Role, ns: &Option<String>, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(child_name(broadcast, role)),
+        namespace: ns.clone(),
+        labels: Some(labels(broadcast, role)),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A stable pick from the range (FNV-1a of the name), so reconciles agree with each other.
+fn host_port(name: &str, first: u16, last: u16) -> Result<u16> {
+    if first == 0 || last < first {
+        return Err(Error::Invalid(format!(
+            "host port range {first}-{last} is empty"
+        )));
+    }
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let span = u64::from(last - first) + 1;
+    Ok(first + (hash % span) as u16)
+}
+
+fn config_map(meta: ObjectMeta, config: &impl Serialize) -> Result<ConfigMap> {
+    Ok(ConfigMap {
+        metadata: meta,
+        data: Some(BTreeMap::from([(
+            CONFIG_FILE.to_owned(),
+            serde_json::to_string_pretty(config)?,
+        )])),
+        ..ConfigMap::default()
+    })
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn probe(path: &str, port: u16) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(i32::from(port)),
+            ..Default::default()
+        }),
+        period_seconds: Some(5),
+        failure_threshold: Some(3),
+        ..Default::default()
+    }
+}
+
+fn port(name: &str, port: u16, protocol: &str) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: i32::from(port),
+        protocol: Some(protocol.into()),
+        ..Default::default()
+    }
+}
+
+fn container(
+    role: Role,
+    cfg: &OperatorConfig,
+    control_port: u16,
+    resources: Option<ResourceRequirements>,
+) -> Container {
+    Container {
+        name: role.as_str().into(),
+        image: Some(cfg.image.clone()),
+        image_pull_policy: cfg.image_pull_policy.clone(),
+        args: Some(vec![
+            role.as_str().into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+        ]),
+        env: Some(vec![
+            field_env("CASTYARD_POD_IP", "status.podIP"),
+            field_env("CASTYARD_NODE_IP", "status.hostIP"),
+        ]),
+        readiness_probe: Some(probe("/readyz", control_port)),
+        liveness_probe: Some(probe("/healthz", control_port)),
+        resources,
+        volume_mounts: Some(vec![VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn pod_spec(name: &str, c: Container, cfg: &OperatorConfig, extra_volumes: Vec<Volume>) -> PodSpec {
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: name.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    volumes.extend(extra_volumes);
+    PodSpec {
+        containers: vec![c],
+        volumes: Some(volumes),
+        restart_policy: Some("Always".into()),
+        node_selector: (!cfg.node_selector.is_empty()).then(|| cfg.node_selector.clone()),
+        tolerations: (!cfg.tolerations.is_empty()).then(|| cfg.tolerations.clone()),
+        // Workers never talk to the Kubernetes API.
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        ..Default::default()
+    }
+}
+
+fn sfu_pod(
+    meta: ObjectMeta,
+    sfu: &SfuConfig,
+    cfg: &OperatorConfig,
+    resources: Option<ResourceRequirements>,
+) -> Pod {
+    let name = meta.name.clone().unwrap_or_default();
+    let mut c = container(Role::Sfu, cfg, sfu.signalling_port, resources);
+    let mut media = port("media", sfu.media_port, "UDP");
+    let host_network = matches!(cfg.udp, UdpStrategy::HostNetwork { .. });
+    if host_network {
+        media.host_port = Some(i32::from(sfu.media_port));
+    }
+    c.ports = Some(vec![port("signalling", sfu.signalling_port, "TCP"), media]);
+    let mut spec = pod_spec(&name, c, cfg, vec![]);
+    if host_network {
+        spec.host_network = Some(true);
+        spec.dns_policy = Some("ClusterFirstWithHostNet".into());
+    }
+    Pod {
+        metadata: meta,
+        spec: Some(spec),
+        ..Default::default()
+    }
+}
+
+fn compositor_pod(
+    meta: ObjectMeta,
+    comp: &CompositorConfig,
+    secrets: &BTreeSet<&str>,
+    cfg: &OperatorConfig,
+    resources: Option<ResourceRequirements>,
+) -> Pod {
+    let name = meta.name.clone().unwrap_or_default();
+    let mut c = container(Role::Compositor, cfg, comp.control_port, resources);
+    c.ports = Some(vec![port("control", comp.control_port, "TCP")]);
+    let mut volumes = vec![];
+    for (i, secret) in secrets.iter().enumerate() {
+        let vol = format!("stream-keys-{i}");
+        volumes.push(Volume {
+            name: vol.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some((*secret).to_owned()),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c.volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: vol,
+                mount_path: format!("{KEYS_DIR}/{secret}"),
+                read_only: Some(true),
+                ..Default::default()
+            });
+    }
+    let mut spec = pod_spec(&name, c, cfg, volumes);
+    // Time to flush and finalize every output (recording, HLS) after SIGTERM.
+    spec.termination_grace_period_seconds = Some(60);
+    Pod {
+        metadata: meta,
+        spec: Some(spec),
+        ..Default::default()
+    }
+}
+
+fn service_port(name: &str, port: u16, protocol: &str) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port: i32::from(port),
+        protocol: Some(protocol.into()),
+        target_port: Some(IntOrString::Int(i32::from(port))),
+        ..Default::default()
+    }
+}
+
+fn sfu_service(meta: ObjectMeta, sfu: &SfuConfig, cfg: &OperatorConfig) -> Service {
+    let broadcast = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("castyard.dev/broadcast"))
+        .cloned()
+        .unwrap_or_default();
+    let mut ports = vec![service_port("signalling", sfu.signalling_port, "TCP")];
+    let kind = match cfg.udp {
+        // On the host network browsers reach the node's address directly; the Service only
+        // carries signalling inside the cluster.
+        UdpStrategy::HostNetwork { .. } => "ClusterIP",
+        UdpStrategy::NodePort => "NodePort",
+        UdpStrategy::LoadBalancer => "LoadBalancer",
+    };
+    if kind != "ClusterIP" {
+        ports.push(service_port("media", sfu.media_port, "UDP"));
+    }
+    Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            type_: Some(kind.into()),
+            selector: Some(selector(&broadcast, Role::Sfu)),
+            ports: Some(ports),
+            // Media must come back to the pod it started on, with the client's own address.
+            external_traffic_policy: (kind != "ClusterIP").then(|| "Local".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn compositor_service(meta: ObjectMeta, comp: &CompositorConfig) -> Service {
+    let broadcast = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("castyard.dev/broadcast"))
+        .cloned()
+        .unwrap_or_default();
+    Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector(&broadcast, Role::Compositor)),
+            ports: Some(vec![service_port("control", comp.control_port, "TCP")]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(c: &Children) -> Vec<String> {
+        c.pods
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect()
+    }
+
+    fn owned_and_labelled(meta: &ObjectMeta) {
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "Broadcast");
+        assert_eq!(owner.name, "show");
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(meta.namespace.as_deref(), Some("default"));
+        let l = meta.labels.as_ref().unwrap();
+        assert_eq!(l["app.kubernetes.io/managed-by"], MANAGER);
+        assert_eq!(l["app.kubernetes.io/instance"], "show");
+    }
+
+    #[test]
+    fn backstage_is_one_sfu() {
+        let c = build(&Broadcast::test(), &OperatorConfig::default()).unwrap();
+        assert_eq!(names(&c), ["show-sfu"]);
+        assert_eq!((c.config_maps.len(), c.services.len()), (1, 1));
+        for meta in c
+            .pods
+            .iter()
+            .map(|p| &p.metadata)
+            .chain(c.services.iter().map(|s| &s.metadata))
+            .chain(c.config_maps.iter().map(|m| &m.metadata))
+        {
+            owned_and_labelled(meta);
+        }
+        let spec = c.pods[0].spec.as_ref().unwrap();
+        let container = &spec.containers[0];
+        assert_eq!(container.args.as_ref().unwrap()[0], "sfu");
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let sc = container.security_context.as_ref().unwrap();
+        assert_eq!(
+            (sc.run_as_non_root, sc.allow_privilege_escalation),
+            (Some(true), Some(false))
+        );
+        let config: SfuConfig =
+            serde_json::from_str(&c.config_maps[0].data.as_ref().unwrap()[CONFIG_FILE]).unwrap();
+        assert_eq!(config.max_participants, 11);
+        let svc = c.services[0].spec.as_ref().unwrap();
+        assert_eq!(svc.type_.as_deref(), Some("NodePort"));
+        let protos: Vec<_> = svc
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| p.protocol.clone().unwrap())
+            .collect();
+        assert_eq!(protos, ["TCP", "UDP"]);
+    }
+
+    #[test]
+    fn live_adds_a_compositor_that_mounts_keys_and_holds_none() {
+        let b = Broadcast::test()
+            .live()
+            .with_destination("yt", "rtmp://a.rtmp.youtube.com/live2");
+        let c = build(&b, &OperatorConfig::default()).unwrap();
+        assert_eq!(names(&c), ["show-sfu", "show-compositor"]);
+        let pod = &c.pods[1];
+        let spec = pod.spec.as_ref().unwrap();
+        let container = &spec.containers[0];
+        assert!(
+            container
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|e| e.value.is_none()),
+            "no literal env values"
+        );
+        let secret = spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find_map(|v| v.secret.as_ref())
+            .expect("keys volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("show-stream-keys"));
+        let mounts: Vec<_> = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert!(
+            mounts.contains(&"/var/run/secrets/castyard/show-stream-keys"),
+            "{mounts:?}"
+        );
+        assert_eq!(spec.termination_grace_period_seconds, Some(60));
+        let config: CompositorConfig =
+            serde_json::from_str(&c.config_maps[1].data.as_ref().unwrap()[CONFIG_FILE]).unwrap();
+        assert_eq!(config.destinations[0].stream_key_secret_ref.key, "yt");
+    }
+
+    #[test]
+    fn a_destination_added_while_live_changes_config_not_pods() {
+        let cfg = OperatorConfig::default();
+        let before = build(
+            &Broadcast::test()
+                .live()
+                .with_destination("yt", "rtmp://a/live"),
+            &cfg,
+        )
+        .unwrap();
+        let after = build(
+            &Broadcast::test()
+                .live()
+                .with_destination("yt", "rtmp://a/live")
+                .with_destination("tw", "rtmp://b/app"),
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(
+            before.pods, after.pods,
+            "pod specs are identical, so server-side apply restarts nothing"
+        );
+        assert_ne!(before.config_maps[1], after.config_maps[1]);
+        assert_eq!(
+            before.config_maps[0], after.config_maps[0],
+            "the SFU's config is untouched"
+        );
+        let disabled = build(
+            &Broadcast::test()
+                .live()
+                .with_destination("yt", "rtmp://a/live")
+                .with_disabled_destination("tw", "rtmp://b/app"),
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(
+            disabled.pods, after.pods,
+            "enabling or disabling never changes volumes"
+        );
+    }
+
+    #[test]
+    fn ended_owns_nothing() {
+        let c = build(
+            &Broadcast::test().live().recording().ended(),
+            &OperatorConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c, Children::default());
+    }
+
+    #[test]
+    fn host_network_picks_a_stable_port_in_range() {
+        let cfg = OperatorConfig {
+            udp: UdpStrategy::HostNetwork {
+                first_port: 40000,
+                last_port: 40099,
+            },
+            ..Default::default()
+        };
+        let a = build(&Broadcast::test(), &cfg).unwrap();
+        let b = build(&Broadcast::test(), &cfg).unwrap();
+        assert_eq!(a, b);
+        let spec = a.pods[0].spec.as_ref().unwrap();
+        assert_eq!(spec.host_network, Some(true));
+        let media = spec.containers[0]
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|p| p.protocol.as_deref() == Some("UDP"))
+            .unwrap();
+        assert!((40000..=40099).contains(&media.container_port));
+        assert_eq!(media.host_port, Some(media.container_port));
+        let config: SfuConfig =
+            serde_json::from_str(&a.config_maps[0].data.as_ref().unwrap()[CONFIG_FILE]).unwrap();
+        assert_eq!(
+            i32::from(config.media_port),
+            media.container_port,
+            "the SFU is told the port it got"
+        );
+        assert_eq!(
+            a.services[0].spec.as_ref().unwrap().type_.as_deref(),
+            Some("ClusterIP")
+        );
+        let other = build(&Broadcast::test().named("another-show"), &cfg).unwrap();
+        assert_ne!(other.pods[0].spec, a.pods[0].spec);
+        let empty = OperatorConfig {
+            udp: UdpStrategy::HostNetwork {
+                first_port: 5,
+                last_port: 4,
+            },
+            ..Default::default()
+        };
+        assert!(matches!(
+            build(&Broadcast::test(), &empty),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn placement_and_resources_come_from_config_unless_the_spec_says() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let req = |cpu: &str| ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".into(), Quantity(cpu.into()))])),
+            ..Default::default()
+        };
+        let cfg = OperatorConfig {
+            udp: UdpStrategy::LoadBalancer,
+            node_selector: BTreeMap::from([("castyard.dev/media".into(), "true".into())]),
+            sfu_resources: Some(req("500m")),
+            compositor_resources: Some(req("2")),
+            ..Default::default()
+        };
+        let mut b = Broadcast::test().live();
+        b.spec.worker_resources = Some(castyard_crd::WorkerResources {
+            sfu: None,
+            compositor: Some(req("3")),
+        });
+        let c = build(&b, &cfg).unwrap();
+        let cpu = |p: &Pod| {
+            p.spec.as_ref().unwrap().containers[0]
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["cpu"]
+                .0
+                .clone()
+        };
+        assert_eq!(cpu(&c.pods[0]), "500m");
+        assert_eq!(cpu(&c.pods[1]), "3", "the Broadcast's own request wins");
+        assert_eq!(
+            c.pods[0]
+                .spec
+                .as_ref()
+                .unwrap()
+                .node_selector
+                .as_ref()
+                .unwrap()["castyard.dev/media"],
+            "true"
+        );
+        assert_eq!(
+            c.services[0].spec.as_ref().unwrap().type_.as_deref(),
+            Some("LoadBalancer")
+        );
+    }
+
+    #[test]
+    fn an_object_without_uid_is_refused() {
+        let mut b = Broadcast::test();
+        b.metadata.uid = None;
+        assert!(matches!(
+            build(&b, &OperatorConfig::default()),
+            Err(Error::MissingObjectKey(_))
+        ));
+    }
+}

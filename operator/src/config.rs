@@ -1,0 +1,43 @@
+//! How the operator shapes media-worker pods: image, placement, and the UDP strategy.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+
+/// How browsers reach an SFU's single media UDP port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UdpStrategy {
+    /// The SFU pod uses the node's network; its media port is picked from this range by
+    /// broadcast name, and the scheduler keeps two SFUs with one port off the same node.
+    HostNetwork { first_port: u16, last_port: u16 },
+    /// A NodePort Service per SFU.
+    NodePort,
+    /// A LoadBalancer Service per SFU (mixed TCP/UDP; Kubernetes 1.26+).
+    LoadBalancer,
+}
+
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    pub udp: UdpStrategy,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    /// Used when a Broadcast's spec.workerResources leaves a role unset.
+    pub sfu_resources: Option<ResourceRequirements>,
+    pub compositor_resources: Option<ResourceRequirements>,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            image: "ghcr.io/castyard/castyard-media-worker:latest".into(),
+            image_pull_policy: None,
+            udp: UdpStrategy::NodePort,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            sfu_resources: None,
+            compositor_resources: None,
+        }
+    }
+}

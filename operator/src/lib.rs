@@ -1,0 +1,30 @@
+//! The Broadcast operator: pure build and status steps now; the controller lands with its issue.
+#![forbid(unsafe_code)]
+
+pub mod build;
+pub mod config;
+pub mod status;
+
+/// One variant per reconcile step; `metric_label` becomes `failures{error=...}`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object lacks something the API server always sets (uid, name, namespace).
+    #[error("Broadcast is missing {0}")]
+    MissingObjectKey(&'static str),
+    #[error("invalid Broadcast: {0}")]
+    Invalid(String),
+    #[error("serialising worker config: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::MissingObjectKey(_) => "missing_object_key",
+            Error::Invalid(_) => "invalid",
+            Error::Serialize(_) => "serialize",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
