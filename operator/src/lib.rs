@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod config;
+pub mod controller;
 pub mod status;
 
 /// One variant per reconcile step; `metric_label` becomes `failures{error=...}`.
@@ -15,6 +16,11 @@ pub enum Error {
     Invalid(String),
     #[error("serialising worker config: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// A call to the Kubernetes API failed; transient, so the reconcile is retried with backoff.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -23,6 +29,8 @@ impl Error {
             Error::MissingObjectKey(_) => "missing_object_key",
             Error::Invalid(_) => "invalid",
             Error::Serialize(_) => "serialize",
+            Error::Kube(_) => "kube",
+            Error::Finalizer(_) => "finalizer",
         }
     }
 }

@@ -1,0 +1,203 @@
+//! The reconcile for one Broadcast: finalizer, then validate -> build -> apply -> status.
+//! Only apply and status touch the API; build and status computation are pure.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use castyard_crd::validate::validate_spec;
+use castyard_crd::{Broadcast, BroadcastStatus, DesiredState, Phase};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::build::{MANAGER, Role, build, child_name};
+use crate::config::OperatorConfig;
+use crate::status::{DESTINATIONS_HEALTHY, Observed, PodObservation, compute};
+use crate::{Error, Result};
+
+/// Held only for cleanup outside Kubernetes (the API's rows, recordings); children go by
+/// owner reference.
+pub const FINALIZER: &str = "castyard.dev/cleanup";
+
+pub struct Context {
+    pub client: Client,
+    pub config: OperatorConfig,
+}
+
+#[tracing::instrument(skip(b, ctx), fields(broadcast = %b.name_any()))]
+pub async fn reconcile(b: Arc<Broadcast>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = b
+        .namespace()
+        .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let api: Api<Broadcast> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, b, |event| async {
+        match event {
+            Event::Apply(b) => apply(&b, &ctx, &api, &ns).await,
+            // Nothing outside Kubernetes to tell yet; the pods go with their owner.
+            Event::Cleanup(_) => Ok(Action::await_change()),
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Transient errors retry with a short delay; invalid objects wait for a change.
+pub fn error_policy(_b: Arc<Broadcast>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %err, "reconcile failed");
+    match err {
+        Error::Invalid(_) | Error::MissingObjectKey(_) => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> Result<Action> {
+    let client = &ctx.client;
+    // validate: what the schema cannot know, such as whether the referenced Secrets exist.
+    if let Err(problem) = validate(b, &Api::<Secret>::namespaced(client.clone(), ns)).await? {
+        let status = invalid_status(b, &problem);
+        patch_status(api, b, &status).await?;
+        // Secrets made by the API are owned by the Broadcast and wake it; others are polled.
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    let children = build(b, &ctx.config)?;
+    let pp = PatchParams::apply(MANAGER).force();
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let services = Api::<Service>::namespaced(client.clone(), ns);
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    for cm in &children.config_maps {
+        apply_one(&config_maps, cm, &pp).await?;
+    }
+    for svc in &children.services {
+        apply_one(&services, svc, &pp).await?;
+    }
+    for pod in &children.pods {
+        apply_one(&pods, pod, &pp).await?;
+    }
+    let name = b.name_any();
+    let wanted: BTreeSet<String> = children
+        .pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let mut observed = Observed::default();
+    for role in [Role::Sfu, Role::Compositor] {
+        let child = child_name(&name, role);
+        if !wanted.contains(&child) {
+            delete_if_present(&pods, &child).await?;
+            delete_if_present(&services, &child).await?;
+            delete_if_present(&config_maps, &child).await?;
+        }
+        let seen = pods
+            .get_opt(&child)
+            .await?
+            .map(|p| PodObservation::from_pod(&p));
+        match role {
+            Role::Sfu => observed.sfu = seen,
+            Role::Compositor => observed.compositor = seen,
+        }
+    }
+    let status = compute(b, &observed, &now());
+    let settled = matches!(
+        status.phase,
+        Some(Phase::Backstage | Phase::Live | Phase::Ended)
+    );
+    patch_status(api, b, &status).await?;
+    // Pod changes wake the controller through the owns() watches; this is a safety net.
+    Ok(Action::requeue(Duration::from_secs(if settled {
+        300
+    } else {
+        10
+    })))
+}
+
+/// Ok(Err(problem)) for an invalid object, Err for a failed API call.
+async fn validate(b: &Broadcast, secrets: &Api<Secret>) -> Result<std::result::Result<(), String>> {
+    if let Err(e) = validate_spec(&b.spec) {
+        return Ok(Err(e));
+    }
+    if b.spec.state == DesiredState::Ended {
+        return Ok(Ok(()));
+    }
+    let names: BTreeSet<&str> = b
+        .spec
+        .destinations
+        .iter()
+        .map(|d| d.stream_key_secret_ref.name.as_str())
+        .collect();
+    for name in names {
+        if secrets.get_metadata_opt(name).await?.is_none() {
+            return Ok(Err(format!(
+                "Secret {name:?} named by a destination's streamKeySecretRef does not exist"
+            )));
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn invalid_status(b: &Broadcast, problem: &str) -> BroadcastStatus {
+    let mut status = b.status.clone().unwrap_or_default();
+    status.phase = Some(Phase::Failed);
+    status.observed_generation = b.metadata.generation;
+    status
+        .conditions
+        .retain(|c| c.type_ != DESTINATIONS_HEALTHY);
+    status.conditions.push(Condition {
+        type_: DESTINATIONS_HEALTHY.into(),
+        status: "False".into(),
+        reason: "InvalidSpec".into(),
+        message: problem.into(),
+        observed_generation: b.metadata.generation,
+        last_transition_time: now(),
+    });
+    status
+}
+
+async fn apply_one<K>(api: &Api<K>, obj: &K, pp: &PatchParams) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("child name"))?;
+    api.patch(&name, pp, &Patch::Apply(obj)).await?;
+    Ok(())
+}
+
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn patch_status(api: &Api<Broadcast>, b: &Broadcast, status: &BroadcastStatus) -> Result<()> {
+    let body = json!({
+        "apiVersion": Broadcast::api_version(&()),
+        "kind": Broadcast::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &b.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The reconcile against a mock API server that asserts each call in order (tower-test, as
+//! kube-rs/controller-rs's ApiServerVerifier does), so no cluster is needed.
+
+use std::sync::Arc;
+
+use castyard_crd::Broadcast;
+use castyard_operator::config::OperatorConfig;
+use castyard_operator::controller::{Context, FINALIZER, reconcile};
+use http_body_util::BodyExt;
+use hyper::{Method, Request, Response};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Reply = tower_test::mock::SendResponse<Response<Body>>;
+
+struct Verifier(Handle);
+
+impl Verifier {
+    /// The next call must be `method` on `path` (query aside); returns its body.
+    async fn expect(&mut self, method: Method, path: &str) -> (Value, Reply) {
+        let (req, send) = self
+            .0
+            .next_request()
+            .await
+            .unwrap_or_else(|| panic!("expected {method} {path}, got nothing"));
+        assert_eq!(
+            (req.method(), req.uri().path()),
+            (&method, path),
+            "unexpected call"
+        );
+        if method == Method::PATCH
+            && req
+                .uri()
+                .query()
+                .is_some_and(|q| q.contains("fieldManager=castyard-operator"))
+        {
+            assert!(
+                req.uri().query().unwrap().contains("force=true"),
+                "server-side apply forces ownership"
+            );
+        }
+        let bytes = req.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (body, send)
+    }
+
+    async fn echo(&mut self, method: Method, path: &str) -> Value {
+        let (body, send) = self.expect(method, path).await;
+        ok(send, body.clone());
+        body
+    }
+
+    async fn not_found(&mut self, method: Method, path: &str) {
+        let (_, send) = self.expect(method, path).await;
+        send.send_response(Response::builder().status(404).body(Body::from(serde_json::to_vec(&json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"
+        })).unwrap())).unwrap());
+    }
+}
+
+fn ok(send: Reply, body: Value) {
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap(),
+    );
+}
+
+fn setup() -> (Arc<Context>, Verifier) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    (
+        Arc::new(Context {
+            client,
+            config: OperatorConfig::default(),
+        }),
+        Verifier(handle),
+    )
+}
+
+fn finalized(mut b: Broadcast) -> Arc<Broadcast> {
+    b.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    Arc::new(b)
+}
+
+fn ready_pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+           "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+const BC: &str = "/apis/castyard.dev/v1alpha1/namespaces/default/broadcasts/show";
+const NS: &str = "/api/v1/namespaces/default";
+
+#[tokio::test]
+async fn a_new_broadcast_first_gets_the_finalizer() {
+    let (ctx, mut api) = setup();
+    let b = Arc::new(Broadcast::test());
+    let server = tokio::spawn(async move {
+        let (patch, send) = api.expect(Method::PATCH, BC).await;
+        let ops = patch.as_array().expect("a JSON patch");
+        assert!(
+            ops.iter()
+                .any(|op| op["op"] == "add" && op["value"] == json!([FINALIZER])),
+            "{patch}"
+        );
+        let mut obj = serde_json::to_value(Broadcast::test()).unwrap();
+        obj["metadata"]["finalizers"] = json!([FINALIZER]);
+        ok(send, obj);
+    });
+    reconcile(b, ctx).await.expect("reconcile");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn backstage_applies_the_sfu_prunes_the_rest_and_reports_backstage() {
+    let (ctx, mut api) = setup();
+    let b = finalized(Broadcast::test());
+    let server = tokio::spawn(async move {
+        let cm = api
+            .echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
+            .await;
+        assert!(
+            cm["data"]["worker.json"]
+                .as_str()
+                .unwrap()
+                .contains("maxParticipants")
+        );
+        let svc = api
+            .echo(Method::PATCH, &format!("{NS}/services/show-sfu"))
+            .await;
+        assert_eq!(svc["metadata"]["ownerReferences"][0]["kind"], "Broadcast");
+        let pod = api
+            .echo(Method::PATCH, &format!("{NS}/pods/show-sfu"))
+            .await;
+        assert_eq!(pod["spec"]["containers"][0]["args"][0], "sfu");
+        let (_, send) = api
+            .expect(Method::GET, &format!("{NS}/pods/show-sfu"))
+            .await;
+        ok(send, ready_pod("show-sfu"));
+        for kind in ["pods", "services", "configmaps"] {
+            api.not_found(Method::DELETE, &format!("{NS}/{kind}/show-compositor"))
+                .await;
+        }
+        api.not_found(Method::GET, &format!("{NS}/pods/show-compositor"))
+            .await;
+        let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
+        assert_eq!(status["status"]["phase"], "Backstage", "{status}");
+        let conds = status["status"]["conditions"].as_array().unwrap();
+        assert!(
+            conds
+                .iter()
+                .any(|c| c["type"] == "SfuReady" && c["status"] == "True")
+        );
+        assert!(
+            conds
+                .iter()
+                .any(|c| c["type"] == "CompositorReady" && c["reason"] == "NotRequired")
+        );
+        ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+    });
+    reconcile(b, ctx).await.expect("reconcile");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_secret_fails_clearly_and_creates_nothing() {
+    let (ctx, mut api) = setup();
+    let b = finalized(
+        Broadcast::test()
+            .live()
+            .with_destination("yt", "rtmp://a.rtmp.youtube.com/live2"),
+    );
+    let server = tokio::spawn(async move {
+        api.not_found(Method::GET, &format!("{NS}/secrets/show-stream-keys"))
+            .await;
+        let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
+        assert_eq!(status["status"]["phase"], "Failed");
+        let c = status["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "DestinationsHealthy")
+            .unwrap()
+            .clone();
+        assert_eq!(c["reason"], "InvalidSpec");
+        assert!(
+            c["message"].as_str().unwrap().contains("show-stream-keys"),
+            "{c}"
+        );
+        ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+        // Nothing else is called: no pod is built around a key that does not exist.
+        let next =
+            tokio::time::timeout(std::time::Duration::from_millis(200), api.0.next_request()).await;
+        assert!(
+            !matches!(next, Ok(Some(_))),
+            "an unexpected call after the status"
+        );
+    });
+    reconcile(b, ctx)
+        .await
+        .expect("an invalid spec is reported, not an error");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn live_applies_both_workers_without_a_key_in_any_object() {
+    let (ctx, mut api) = setup();
+    let b = finalized(
+        Broadcast::test()
+            .live()
+            .with_destination("yt", "rtmp://a.rtmp.youtube.com/live2"),
+    );
+    let server = tokio::spawn(async move {
+        let (_, send) = api
+            .expect(Method::GET, &format!("{NS}/secrets/show-stream-keys"))
+            .await;
+        ok(
+            send,
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "show-stream-keys"}}),
+        );
+        let mut applied = vec![];
+        for path in [
+            "configmaps/show-sfu",
+            "configmaps/show-compositor",
+            "services/show-sfu",
+            "services/show-compositor",
+            "pods/show-sfu",
+            "pods/show-compositor",
+        ] {
+            applied.push(api.echo(Method::PATCH, &format!("{NS}/{path}")).await);
+        }
+        let compositor = &applied[5];
+        assert!(
+            compositor["spec"]["volumes"]
+                .to_string()
+                .contains("show-stream-keys")
+        );
+        let (_, send) = api
+            .expect(Method::GET, &format!("{NS}/pods/show-sfu"))
+            .await;
+        ok(send, ready_pod("show-sfu"));
+        let (_, send) = api
+            .expect(Method::GET, &format!("{NS}/pods/show-compositor"))
+            .await;
+        ok(
+            send,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "show-compositor"}, "status": {"phase": "Pending"}}),
+        );
+        let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
+        assert_eq!(status["status"]["phase"], "Starting");
+        ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+    });
+    reconcile(b, ctx).await.expect("reconcile");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn ended_removes_every_child_and_reports_ending() {
+    let (ctx, mut api) = setup();
+    let b = finalized(
+        Broadcast::test()
+            .live()
+            .with_destination("yt", "rtmp://a/live")
+            .ended(),
+    );
+    let server = tokio::spawn(async move {
+        for role in ["sfu", "compositor"] {
+            for kind in ["pods", "services", "configmaps"] {
+                let (_, send) = api
+                    .expect(Method::DELETE, &format!("{NS}/{kind}/show-{role}"))
+                    .await;
+                ok(
+                    send,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}),
+                );
+            }
+            // The pod is still terminating: its outputs are being finalized.
+            let (_, send) = api
+                .expect(Method::GET, &format!("{NS}/pods/show-{role}"))
+                .await;
+            ok(send, ready_pod(&format!("show-{role}")));
+        }
+        let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
+        assert_eq!(status["status"]["phase"], "Ending");
+        ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+    });
+    reconcile(b, ctx).await.expect("reconcile");
+    server.await.unwrap();
+}
