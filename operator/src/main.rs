@@ -1,5 +1,17 @@
-//! `castyard-operator`: the Broadcast controller's entry point (the reconciler lands with its issue).
-use clap::Parser;
+//! `castyard-operator`: parses flags, connects to the cluster, and runs the Broadcast controller.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use castyard_crd::Broadcast;
+use castyard_operator::config::{OperatorConfig, UdpStrategy};
+use castyard_operator::controller::{Context, error_policy, reconcile};
+use clap::{Parser, ValueEnum};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
 
 /// Reconciles castyard.dev Broadcasts into per-broadcast SFU and compositor pods.
 #[derive(Parser, Debug)]
@@ -8,13 +20,140 @@ struct Cli {
     /// Namespace to watch; all namespaces when unset.
     #[arg(long, env = "CASTYARD_NAMESPACE")]
     namespace: Option<String>,
+    /// The media-worker image the SFU and compositor pods run.
+    #[arg(
+        long,
+        env = "CASTYARD_WORKER_IMAGE",
+        default_value = "ghcr.io/castyard/castyard-media-worker:latest"
+    )]
+    image: String,
+    #[arg(long, env = "CASTYARD_WORKER_IMAGE_PULL_POLICY")]
+    image_pull_policy: Option<String>,
+    /// How browsers reach each SFU's media UDP port.
+    #[arg(
+        long,
+        env = "CASTYARD_UDP_STRATEGY",
+        value_enum,
+        default_value = "node-port"
+    )]
+    udp_strategy: Udp,
+    /// With host-network: the node ports SFUs may take, as FIRST-LAST.
+    #[arg(long, env = "CASTYARD_HOST_PORT_RANGE", default_value = "40000-40999")]
+    host_port_range: String,
+    /// Node labels media pods must match, as key=value (repeatable).
+    #[arg(
+        long = "node-selector",
+        env = "CASTYARD_NODE_SELECTOR",
+        value_delimiter = ','
+    )]
+    node_selector: Vec<String>,
+    /// Tolerations for media pods, as a JSON array of Kubernetes Toleration objects.
+    #[arg(long, env = "CASTYARD_TOLERATIONS")]
+    tolerations: Option<String>,
 }
 
-fn main() -> std::process::ExitCode {
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Udp {
+    HostNetwork,
+    NodePort,
+    LoadBalancer,
+}
+
+fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
+    let udp = match cli.udp_strategy {
+        Udp::NodePort => UdpStrategy::NodePort,
+        Udp::LoadBalancer => UdpStrategy::LoadBalancer,
+        Udp::HostNetwork => {
+            let (a, b) = cli
+                .host_port_range
+                .split_once('-')
+                .context("--host-port-range must be FIRST-LAST")?;
+            let (first_port, last_port) = (a.trim().parse()?, b.trim().parse()?);
+            anyhow::ensure!(
+                first_port > 0 && first_port <= last_port,
+                "--host-port-range is empty"
+            );
+            UdpStrategy::HostNetwork {
+                first_port,
+                last_port,
+            }
+        }
+    };
+    let node_selector = cli
+        .node_selector
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .context("--node-selector takes key=value")
+        })
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let tolerations = match &cli.tolerations {
+        Some(json) => serde_json::from_str(json)
+            .context("--tolerations must be a JSON array of Tolerations")?,
+        None => Vec::new(),
+    };
+    Ok(OperatorConfig {
+        image: cli.image.clone(),
+        image_pull_policy: cli.image_pull_policy.clone(),
+        udp,
+        node_selector,
+        tolerations,
+        ..OperatorConfig::default()
+    })
+}
+
+fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    eprintln!(
-        "castyard-operator: the reconciler is not built yet (namespace: {}); see the operator issue",
-        cli.namespace.as_deref().unwrap_or("all")
-    );
-    std::process::ExitCode::from(2)
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = config(&cli)?;
+    let client = Client::try_default()
+        .await
+        .context("reading the Kubernetes config (in-cluster or KUBECONFIG)")?;
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config,
+    });
+    // Children are watched by our label only, so the operator never lists unrelated objects.
+    let ours = watcher::Config::default().labels("app.kubernetes.io/managed-by=castyard-operator");
+    let keys = watcher::Config::default().labels("app.kubernetes.io/managed-by=castyard-api");
+    Controller::new(
+        scoped::<Broadcast>(&client, &cli.namespace),
+        watcher::Config::default(),
+    )
+    .owns(scoped::<Pod>(&client, &cli.namespace), ours.clone())
+    .owns(scoped::<Service>(&client, &cli.namespace), ours.clone())
+    .owns(scoped::<ConfigMap>(&client, &cli.namespace), ours)
+    .owns(scoped::<Secret>(&client, &cli.namespace), keys)
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        match res {
+            Ok((obj, _)) => tracing::debug!(broadcast = %obj.name, "reconciled"),
+            Err(e) => tracing::warn!(error = %e, "reconcile error"),
+        }
+    })
+    .await;
+    tracing::info!("controller stopped");
+    Ok(())
 }
