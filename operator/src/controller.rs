@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::build::{MANAGER, Role, build, child_name};
 use crate::config::OperatorConfig;
+use crate::metrics::Metrics;
 use crate::status::{DESTINATIONS_HEALTHY, Observed, PodObservation, compute};
 use crate::{Error, Result};
 
@@ -29,28 +30,50 @@ pub const FINALIZER: &str = "castyard.dev/cleanup";
 pub struct Context {
     pub client: Client,
     pub config: OperatorConfig,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: OperatorConfig) -> Self {
+        Self {
+            client,
+            config,
+            metrics: Arc::default(),
+        }
+    }
 }
 
 #[tracing::instrument(skip(b, ctx), fields(broadcast = %b.name_any()))]
 pub async fn reconcile(b: Arc<Broadcast>, ctx: Arc<Context>) -> Result<Action> {
+    let started = std::time::Instant::now();
+    ctx.metrics.reconciles.inc();
     let ns = b
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
+    let key = format!("{ns}/{}", b.name_any());
     let api: Api<Broadcast> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, b, |event| async {
+    let result = finalizer(&api, FINALIZER, b, |event| async {
         match event {
             Event::Apply(b) => apply(&b, &ctx, &api, &ns).await,
             // Nothing outside Kubernetes to tell yet; the pods go with their owner.
-            Event::Cleanup(_) => Ok(Action::await_change()),
+            Event::Cleanup(_) => {
+                ctx.metrics.set_phase(&key, None);
+                Ok(Action::await_change())
+            }
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    result
 }
 
 /// Transient errors retry with a short delay; invalid objects wait for a change.
-pub fn error_policy(_b: Arc<Broadcast>, err: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(_b: Arc<Broadcast>, err: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(error = %err, "reconcile failed");
+    ctx.metrics.failure(err.metric_label());
     match err {
         Error::Invalid(_) | Error::MissingObjectKey(_) => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(5)),
@@ -67,6 +90,8 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
     if let Err(problem) = validate(b, &Api::<Secret>::namespaced(client.clone(), ns)).await? {
         let status = invalid_status(b, &problem);
         patch_status(api, b, &status).await?;
+        ctx.metrics
+            .set_phase(&format!("{ns}/{}", b.name_any()), status.phase);
         // Secrets made by the API are owned by the Broadcast and wake it; others are polled.
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
@@ -113,6 +138,7 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
         Some(Phase::Backstage | Phase::Live | Phase::Ended)
     );
     patch_status(api, b, &status).await?;
+    ctx.metrics.set_phase(&format!("{ns}/{name}"), status.phase);
     // Pod changes wake the controller through the owns() watches; this is a safety net.
     Ok(Action::requeue(Duration::from_secs(if settled {
         300

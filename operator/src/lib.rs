@@ -4,6 +4,7 @@
 pub mod build;
 pub mod config;
 pub mod controller;
+pub mod metrics;
 pub mod status;
 
 /// One variant per reconcile step; `metric_label` becomes `failures{error=...}`.

@@ -50,6 +50,9 @@ struct Cli {
     /// Tolerations for media pods, as a JSON array of Kubernetes Toleration objects.
     #[arg(long, env = "CASTYARD_TOLERATIONS")]
     tolerations: Option<String>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "CASTYARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -130,10 +133,12 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("reading the Kubernetes config (in-cluster or KUBECONFIG)")?;
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        config,
-    });
+    let ctx = Arc::new(Context::new(client.clone(), config));
+    let listener = tokio::net::TcpListener::bind(cli.metrics_addr)
+        .await
+        .with_context(|| format!("binding {}", cli.metrics_addr))?;
+    let server = castyard_operator::metrics::router(ctx.metrics.clone());
+    tokio::spawn(async move { axum::serve(listener, server).await });
     // Children are watched by our label only, so the operator never lists unrelated objects.
     let ours = watcher::Config::default().labels("app.kubernetes.io/managed-by=castyard-operator");
     let keys = watcher::Config::default().labels("app.kubernetes.io/managed-by=castyard-api");

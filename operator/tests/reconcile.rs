@@ -75,10 +75,7 @@ fn setup() -> (Arc<Context>, Verifier) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(svc, "default");
     (
-        Arc::new(Context {
-            client,
-            config: OperatorConfig::default(),
-        }),
+        Arc::new(Context::new(client, OperatorConfig::default())),
         Verifier(handle),
     )
 }
@@ -163,8 +160,21 @@ async fn backstage_applies_the_sfu_prunes_the_rest_and_reports_backstage() {
         );
         ok(send, serde_json::to_value(Broadcast::test()).unwrap());
     });
-    reconcile(b, ctx).await.expect("reconcile");
+    reconcile(b, ctx.clone()).await.expect("reconcile");
     server.await.unwrap();
+    let text = ctx.metrics.encode();
+    assert!(
+        text.contains("castyard_operator_reconciles_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"castyard_operator_broadcasts{phase="Backstage"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("castyard_operator_reconcile_duration_seconds_count 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
