@@ -50,6 +50,13 @@ struct Cli {
     /// Tolerations for media pods, as a JSON array of Kubernetes Toleration objects.
     #[arg(long, env = "CASTYARD_TOLERATIONS")]
     tolerations: Option<String>,
+    /// Namespace of the leader-election Lease (the operator's own). Set it whenever more than
+    /// one replica runs: only the Lease holder reconciles.
+    #[arg(long, env = "CASTYARD_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's name in the Lease; the pod name in a cluster.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "CASTYARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -106,6 +113,35 @@ fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
     })
 }
 
+/// Waits until this replica holds the `castyard-operator` Lease; the receiver turns false if it
+/// is lost.
+async fn lead(
+    client: &Client,
+    ns: &str,
+    identity: Option<String>,
+) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    let mut builder =
+        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "castyard-operator")
+            .with_namespace(ns)
+            .with_duration(15)
+            .with_grace(5)
+            .with_field_manager("castyard-operator");
+    if let Some(id) = identity {
+        builder = builder.with_identity(id);
+    }
+    let manager = builder
+        .build()
+        .await
+        .context("preparing the leader Lease")?;
+    let (mut rx, _task) = manager.watch().await;
+    tracing::info!(namespace = ns, "waiting to become the leader");
+    while !*rx.borrow_and_update() {
+        rx.changed().await.context("leader election stopped")?;
+    }
+    tracing::info!("leading; starting the controller");
+    Ok(rx)
+}
+
 fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
@@ -142,7 +178,11 @@ async fn main() -> anyhow::Result<()> {
     // Children are watched by our label only, so the operator never lists unrelated objects.
     let ours = watcher::Config::default().labels("app.kubernetes.io/managed-by=castyard-operator");
     let keys = watcher::Config::default().labels("app.kubernetes.io/managed-by=castyard-api");
-    Controller::new(
+    let mut leadership = match &cli.lease_namespace {
+        Some(ns) => Some(lead(&client, ns, cli.identity.clone()).await?),
+        None => None,
+    };
+    let controller = Controller::new(
         scoped::<Broadcast>(&client, &cli.namespace),
         watcher::Config::default(),
     )
@@ -157,8 +197,22 @@ async fn main() -> anyhow::Result<()> {
             Ok((obj, _)) => tracing::debug!(broadcast = %obj.name, "reconciled"),
             Err(e) => tracing::warn!(error = %e, "reconcile error"),
         }
-    })
-    .await;
+    });
+    let lost = async {
+        match leadership.as_mut() {
+            Some(rx) => while rx.changed().await.is_ok() && *rx.borrow() {},
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = controller => {}
+        _ = lost => {
+            // Another replica may already hold the Lease: stop at once, and let the pod restart
+            // and rejoin the election rather than reconcile beside a new leader.
+            tracing::error!("lost the leader Lease; exiting");
+            std::process::exit(1);
+        }
+    }
     tracing::info!("controller stopped");
     Ok(())
 }
