@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -31,11 +32,18 @@ pub struct Context {
     pub client: Client,
     pub config: OperatorConfig,
     pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
 }
 
 impl Context {
-    pub fn new(client: Client, config: OperatorConfig) -> Self {
+    /// `identity` names this replica in the Events it writes (the pod name in a cluster).
+    pub fn new(client: Client, config: OperatorConfig, identity: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: identity,
+        };
         Self {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
             metrics: Arc::default(),
@@ -92,6 +100,7 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
         patch_status(api, b, &status).await?;
         ctx.metrics
             .set_phase(&format!("{ns}/{}", b.name_any()), status.phase);
+        announce(ctx, b, &status, "InvalidSpec", &problem).await;
         // Secrets made by the API are owned by the Broadcast and wake it; others are polled.
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
@@ -139,12 +148,46 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
     );
     patch_status(api, b, &status).await?;
     ctx.metrics.set_phase(&format!("{ns}/{name}"), status.phase);
+    if let Some(phase) = status.phase {
+        let note = format!("phase is now {phase:?}");
+        announce(ctx, b, &status, &format!("{phase:?}"), &note).await;
+    }
     // Pod changes wake the controller through the owns() watches; this is a safety net.
     Ok(Action::requeue(Duration::from_secs(if settled {
         300
     } else {
         10
     })))
+}
+
+/// A Kubernetes Event when the phase changes (so `kubectl describe` tells the story without
+/// an Event per periodic reconcile). Events are best-effort: failing to write one is logged.
+async fn announce(
+    ctx: &Context,
+    b: &Broadcast,
+    status: &BroadcastStatus,
+    reason: &str,
+    note: &str,
+) {
+    let before = b.status.as_ref().and_then(|s| s.phase);
+    if before == status.phase {
+        return;
+    }
+    let type_ = if status.phase == Some(Phase::Failed) {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &b.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not record an Event");
+    }
 }
 
 /// Ok(Err(problem)) for an invalid object, Err for a failed API call.

@@ -169,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("reading the Kubernetes config (in-cluster or KUBECONFIG)")?;
-    let ctx = Arc::new(Context::new(client.clone(), config));
+    let ctx = Arc::new(Context::new(client.clone(), config, cli.identity.clone()));
     let listener = tokio::net::TcpListener::bind(cli.metrics_addr)
         .await
         .with_context(|| format!("binding {}", cli.metrics_addr))?;

@@ -55,6 +55,24 @@ impl Verifier {
         body
     }
 
+    /// The Event for a phase change: reason, type and what it is about.
+    async fn event(&mut self, reason: &str, type_: &str) {
+        let ev = self
+            .echo(
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/default/events",
+            )
+            .await;
+        assert_eq!(
+            (ev["reason"].as_str(), ev["type"].as_str()),
+            (Some(reason), Some(type_)),
+            "{ev}"
+        );
+        assert_eq!(ev["regarding"]["kind"], "Broadcast");
+        assert_eq!(ev["regarding"]["name"], "show");
+        assert_eq!(ev["reportingController"], "castyard-operator");
+    }
+
     async fn not_found(&mut self, method: Method, path: &str) {
         let (_, send) = self.expect(method, path).await;
         send.send_response(Response::builder().status(404).body(Body::from(serde_json::to_vec(&json!({
@@ -75,7 +93,11 @@ fn setup() -> (Arc<Context>, Verifier) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(svc, "default");
     (
-        Arc::new(Context::new(client, OperatorConfig::default())),
+        Arc::new(Context::new(
+            client,
+            OperatorConfig::default(),
+            Some("operator-0".into()),
+        )),
         Verifier(handle),
     )
 }
@@ -159,6 +181,7 @@ async fn backstage_applies_the_sfu_prunes_the_rest_and_reports_backstage() {
                 .any(|c| c["type"] == "CompositorReady" && c["reason"] == "NotRequired")
         );
         ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+        api.event("Backstage", "Normal").await;
     });
     reconcile(b, ctx.clone()).await.expect("reconcile");
     server.await.unwrap();
@@ -203,6 +226,7 @@ async fn a_missing_secret_fails_clearly_and_creates_nothing() {
             "{c}"
         );
         ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+        api.event("InvalidSpec", "Warning").await;
         // Nothing else is called: no pod is built around a key that does not exist.
         let next =
             tokio::time::timeout(std::time::Duration::from_millis(200), api.0.next_request()).await;
@@ -264,6 +288,7 @@ async fn live_applies_both_workers_without_a_key_in_any_object() {
         let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
         assert_eq!(status["status"]["phase"], "Starting");
         ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+        api.event("Starting", "Normal").await;
     });
     reconcile(b, ctx).await.expect("reconcile");
     server.await.unwrap();
@@ -298,6 +323,7 @@ async fn ended_removes_every_child_and_reports_ending() {
         let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
         assert_eq!(status["status"]["phase"], "Ending");
         ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+        api.event("Ending", "Normal").await;
     });
     reconcile(b, ctx).await.expect("reconcile");
     server.await.unwrap();
