@@ -230,24 +230,37 @@ pub struct OwnerBroadcasts {
     by_id: std::collections::HashMap<String, usize>,
 }
 
-async fn load_all(
-    state: &AppState,
+/// An owner's broadcasts, newest first, with their destinations: all of them, or one page.
+/// Two queries whatever the page size (never one per broadcast).
+async fn load_owner(
     conn: &mut AnyConnection,
     owner: &str,
-) -> Result<OwnerBroadcasts> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM broadcasts WHERE owner_id = $1 ORDER BY created_at DESC, id"
-    ))
-    .bind(owner)
-    .fetch_all(&mut *conn)
-    .await?;
-    let dest_rows = sqlx::query(&format!(
-        "SELECT {DEST_COLUMNS} FROM destinations WHERE broadcast_id IN \
-         (SELECT id FROM broadcasts WHERE owner_id = $1) ORDER BY created_at, name"
-    ))
-    .bind(owner)
-    .fetch_all(&mut *conn)
-    .await?;
+    page: Option<(i64, i64)>,
+) -> Result<Vec<(Stored, Vec<StoredDestination>)>> {
+    let (limit, offset) = page.unwrap_or((-1, 0));
+    // LIMIT -1 is "no limit" in SQLite and an error in Postgres, hence the two forms.
+    let window = if page.is_some() {
+        "LIMIT $2 OFFSET $3"
+    } else {
+        ""
+    };
+    let ids = format!(
+        "SELECT id FROM broadcasts WHERE owner_id = $1 ORDER BY created_at DESC, id {window}"
+    );
+    let sql = format!(
+        "SELECT {COLUMNS} FROM broadcasts WHERE id IN ({ids}) ORDER BY created_at DESC, id"
+    );
+    let mut q = sqlx::query(&sql).bind(owner);
+    let dest_sql = format!(
+        "SELECT {DEST_COLUMNS} FROM destinations WHERE broadcast_id IN ({ids}) ORDER BY created_at, name"
+    );
+    let mut dq = sqlx::query(&dest_sql).bind(owner);
+    if page.is_some() {
+        q = q.bind(limit).bind(offset);
+        dq = dq.bind(limit).bind(offset);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let dest_rows = dq.fetch_all(&mut *conn).await?;
     let mut by_broadcast: std::collections::HashMap<String, Vec<StoredDestination>> =
         std::collections::HashMap::new();
     for r in &dest_rows {
@@ -256,14 +269,21 @@ async fn load_all(
             .or_default()
             .push(destination(r)?);
     }
-    let items = rows
-        .iter()
+    rows.iter()
         .map(|row| {
             let b = stored(row)?;
             let dests = by_broadcast.remove(&b.id).unwrap_or_default();
             Ok((b, dests))
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect()
+}
+
+async fn load_all(
+    state: &AppState,
+    conn: &mut AnyConnection,
+    owner: &str,
+) -> Result<OwnerBroadcasts> {
+    let items = load_owner(conn, owner, None).await?;
     let list_json = items
         .iter()
         .map(|(b, d)| {
@@ -365,10 +385,16 @@ fn desired(state: &AppState, b: &Stored, dests: &[StoredDestination]) -> Result<
     })
 }
 
-async fn apply(state: &AppState, conn: &mut AnyConnection, b: &Stored) -> Result<()> {
+/// Hands the broadcast to the backend; returns the destinations it read, for the reply.
+async fn apply(
+    state: &AppState,
+    conn: &mut AnyConnection,
+    b: &Stored,
+) -> Result<Vec<StoredDestination>> {
     let dests = load_destinations(conn, &b.id).await?;
     let d = desired(state, b, &dests)?;
-    state.backend.apply(&d).await.map_err(Error::Backend)
+    state.backend.apply(&d).await.map_err(Error::Backend)?;
+    Ok(dests)
 }
 
 async fn view(
@@ -527,41 +553,12 @@ async fn list(
         return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
     }
     let mut conn = state.db.pool.acquire().await?;
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM broadcasts WHERE owner_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
-    ))
-    .bind(&user.id)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    // One query for the whole page's destinations, not one per broadcast.
-    let dest_rows = sqlx::query(&format!(
-        "SELECT {DEST_COLUMNS} FROM destinations WHERE broadcast_id IN \
-         (SELECT id FROM broadcasts WHERE owner_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3) \
-         ORDER BY created_at, name"
-    ))
-    .bind(&user.id)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut by_broadcast: std::collections::HashMap<String, Vec<StoredDestination>> =
-        std::collections::HashMap::new();
-    for r in &dest_rows {
-        by_broadcast
-            .entry(r.try_get("broadcast_id")?)
-            .or_default()
-            .push(destination(r)?);
-    }
-    rows.iter()
-        .map(|row| {
-            let b = stored(row)?;
-            let dests = by_broadcast.remove(&b.id).unwrap_or_default();
-            Ok(render(&state, b, dests, Default::default()))
-        })
-        .collect::<Result<Vec<_>>>()
-        .map(|v| Json(v).into_response())
+    let views: Vec<BroadcastView> = load_owner(&mut conn, &user.id, Some((limit, offset)))
+        .await?
+        .into_iter()
+        .map(|(b, dests)| render(&state, b, dests, Default::default()))
+        .collect();
+    Ok(Json(views).into_response())
 }
 
 /// Create a broadcast (Backstage) with its destinations.
@@ -627,12 +624,15 @@ async fn create(
     for d in &req.destinations {
         insert_destination(&state, &mut tx, &b.id, d).await?;
     }
-    if let Err(e) = apply(&state, &mut tx, &b).await {
-        // The backend may have applied part of it; take that back before reporting.
-        let _ = state.backend.delete(&b.name).await;
-        return Err(e);
-    }
-    let v = view(&state, &mut tx, b, false).await?;
+    let dests = match apply(&state, &mut tx, &b).await {
+        Ok(d) => d,
+        Err(e) => {
+            // The backend may have applied part of it; take that back before reporting.
+            let _ = state.backend.delete(&b.name).await;
+            return Err(e);
+        }
+    };
+    let v = render(&state, b, dests, Default::default());
     tx.commit().await?;
     changed(&state, &user.id);
     Ok((StatusCode::CREATED, Json(v)))
@@ -654,8 +654,8 @@ async fn get_one(
     user: AuthUser,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<BroadcastView>> {
+    user.require_host()?;
     if let Some(all) = cached(&state, &user.id).await? {
-        user.require_host()?;
         let id = parse_id(&id, "broadcast")?;
         let (b, d) = all
             .by_id
@@ -716,8 +716,8 @@ async fn update(
         s.max_guests = v;
     }
     check_spec(s, 0)?;
-    save(&state, &mut tx, &mut b).await?;
-    let v = view(&state, &mut tx, b, false).await?;
+    let dests = save(&state, &mut tx, &mut b).await?;
+    let v = render(&state, b, dests, Default::default());
     tx.commit().await?;
     changed(&state, &user.id);
     state
@@ -730,7 +730,12 @@ async fn update(
     Ok(Json(v))
 }
 
-async fn save(state: &AppState, conn: &mut AnyConnection, b: &mut Stored) -> Result<()> {
+/// Stores the broadcast and applies it; returns its destinations as `apply` does.
+async fn save(
+    state: &AppState,
+    conn: &mut AnyConnection,
+    b: &mut Stored,
+) -> Result<Vec<StoredDestination>> {
     b.updated_at = now_ms();
     sqlx::query("UPDATE broadcasts SET title = $1, state = $2, spec = $3, started_at = $4, ended_at = $5, updated_at = $6 WHERE id = $7")
         .bind(&b.spec.title)
@@ -791,9 +796,13 @@ async fn transition(
             DesiredState::Ended => b.ended_at = Some(now),
             DesiredState::Backstage => {}
         }
-        save(state, &mut tx, &mut b).await?;
     }
-    let v = view(state, &mut tx, b, false).await?;
+    let v = if from != to {
+        let dests = save(state, &mut tx, &mut b).await?;
+        render(state, b, dests, Default::default())
+    } else {
+        view(state, &mut tx, b, false).await?
+    };
     tx.commit().await?;
     changed(state, &user.id);
     if from != to {
@@ -898,8 +907,8 @@ async fn add_destination(
         .collect();
     check_spec(&spec, spec.destinations.len())?;
     let dest_id = insert_destination(&state, &mut tx, &b.id, &req).await?;
-    save(&state, &mut tx, &mut b).await?;
-    let v = view(&state, &mut tx, b, false).await?;
+    let dests = save(&state, &mut tx, &mut b).await?;
+    let v = render(&state, b, dests, Default::default());
     tx.commit().await?;
     changed(&state, &user.id);
     let d = v

@@ -51,9 +51,9 @@ const COLUMNS: &str =
 
 fn to_view(state: &AppState, r: &sqlx::any::AnyRow) -> Result<RecordingView> {
     let id: String = r.try_get("id")?;
-    let mut c = claims(&id, TokenKind::File, state.settings.file_url_ttl);
-    c.bid = None;
-    let token = state.jwt.issue(&c);
+    let token = state
+        .jwt
+        .issue(&claims(&id, TokenKind::File, state.settings.file_url_ttl));
     Ok(RecordingView {
         file_url: format!("/api/recordings/{id}/file?token={token}"),
         poster_url: r
