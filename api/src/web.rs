@@ -56,7 +56,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn api_not_found(uri: Uri) -> Error {
-    tracing::debug!(%uri, "no such API route");
+    // The path only: a query string may carry a token.
+    tracing::debug!(path = uri.path(), "no such API route");
     Error::NotFound("API route")
 }
 
