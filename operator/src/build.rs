@@ -347,12 +347,6 @@ fn service_port(name: &str, port: u16, protocol: &str) -> ServicePort {
 }
 
 fn sfu_service(meta: ObjectMeta, sfu: &SfuConfig, cfg: &OperatorConfig) -> Service {
-    let broadcast = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get("castyard.dev/broadcast"))
-        .cloned()
-        .unwrap_or_default();
     let mut ports = vec![service_port("signalling", sfu.signalling_port, "TCP")];
     let kind = match cfg.udp {
         // On the host network browsers reach the node's address directly; the Service only
@@ -368,7 +362,7 @@ fn sfu_service(meta: ObjectMeta, sfu: &SfuConfig, cfg: &OperatorConfig) -> Servi
         metadata: meta,
         spec: Some(ServiceSpec {
             type_: Some(kind.into()),
-            selector: Some(selector(&broadcast, Role::Sfu)),
+            selector: Some(selector(&sfu.broadcast, Role::Sfu)),
             ports: Some(ports),
             // Media must come back to the pod it started on, with the client's own address.
             external_traffic_policy: (kind != "ClusterIP").then(|| "Local".into()),
@@ -379,17 +373,11 @@ fn sfu_service(meta: ObjectMeta, sfu: &SfuConfig, cfg: &OperatorConfig) -> Servi
 }
 
 fn compositor_service(meta: ObjectMeta, comp: &CompositorConfig) -> Service {
-    let broadcast = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get("castyard.dev/broadcast"))
-        .cloned()
-        .unwrap_or_default();
     Service {
         metadata: meta,
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
-            selector: Some(selector(&broadcast, Role::Compositor)),
+            selector: Some(selector(&comp.broadcast, Role::Compositor)),
             ports: Some(vec![service_port("control", comp.control_port, "TCP")]),
             ..Default::default()
         }),
@@ -447,6 +435,10 @@ mod tests {
         assert_eq!(config.max_participants, 11);
         let svc = c.services[0].spec.as_ref().unwrap();
         assert_eq!(svc.type_.as_deref(), Some("NodePort"));
+        let pod_labels = c.pods[0].metadata.labels.as_ref().unwrap();
+        for (k, v) in svc.selector.as_ref().unwrap() {
+            assert_eq!(pod_labels.get(k), Some(v), "the Service selects its pod");
+        }
         let protos: Vec<_> = svc
             .ports
             .as_ref()
@@ -465,6 +457,15 @@ mod tests {
         let c = build(&b, &OperatorConfig::default()).unwrap();
         assert_eq!(names(&c), ["show-sfu", "show-compositor"]);
         let pod = &c.pods[1];
+        let selector = c.services[1]
+            .spec
+            .as_ref()
+            .unwrap()
+            .selector
+            .as_ref()
+            .unwrap();
+        assert_eq!(selector["app.kubernetes.io/component"], "compositor");
+        assert_eq!(selector["app.kubernetes.io/instance"], "show");
         let spec = pod.spec.as_ref().unwrap();
         let container = &spec.containers[0];
         assert!(

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use castyard_api::backend::{BroadcastBackend, DesiredBroadcast};
-use castyard_crd::{BroadcastStatus, DesiredState};
+use castyard_crd::BroadcastStatus;
 use serde_json::{Value, json};
 
 use crate::common::{TestApp, both};
@@ -536,5 +536,4 @@ async fn a_refusing_backend_leaves_the_database_unchanged() {
         "backend details are logged, not sent"
     );
     assert_eq!(app.snapshot().await, before);
-    let _ = DesiredState::Live;
 }
