@@ -36,3 +36,12 @@ done
 if [ ! -f frontend/node_modules/swagger-ui-dist/swagger-ui-bundle.js ]; then
   (cd frontend && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# kmock's Kubernetes API emulator for the operator's whole-binary tests, in its own venv.
+REQ=operator/tests/emulator/requirements.txt
+VENV=target/test-venv
+if ! cmp -s "$REQ" "$VENV/requirements.txt" 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ"
+  cp "$REQ" "$VENV/requirements.txt"
+fi

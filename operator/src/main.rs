@@ -57,6 +57,9 @@ struct Cli {
     /// This replica's name in the Lease; the pod name in a cluster.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Seconds a leader holds the Lease without renewing it; a standby takes over after that.
+    #[arg(long, env = "CASTYARD_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
+    lease_duration: u64,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "CASTYARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -119,13 +122,16 @@ async fn lead(
     client: &Client,
     ns: &str,
     identity: Option<String>,
+    duration: u64,
 ) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    // Each replica keeps the library's own field manager (one per identity): taking an orphaned
+    // Lease is a server-side apply without force, and only a conflict between two different
+    // managers stops two replicas from both taking it.
     let mut builder =
         kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "castyard-operator")
             .with_namespace(ns)
-            .with_duration(15)
-            .with_grace(5)
-            .with_field_manager("castyard-operator");
+            .with_duration(duration)
+            .with_grace((duration / 3).max(1));
     if let Some(id) = identity {
         builder = builder.with_identity(id);
     }
@@ -179,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
     let ours = watcher::Config::default().labels("app.kubernetes.io/managed-by=castyard-operator");
     let keys = watcher::Config::default().labels("app.kubernetes.io/managed-by=castyard-api");
     let mut leadership = match &cli.lease_namespace {
-        Some(ns) => Some(lead(&client, ns, cli.identity.clone()).await?),
+        Some(ns) => Some(lead(&client, ns, cli.identity.clone(), cli.lease_duration).await?),
         None => None,
     };
     let controller = Controller::new(
