@@ -1,7 +1,7 @@
 //! The reconcile for one Broadcast: finalizer, then validate -> build -> apply -> status.
 //! Only apply and status touch the API; build and status computation are pure.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +9,11 @@ use castyard_crd::validate::validate_spec;
 use castyard_crd::{Broadcast, BroadcastStatus, DesiredState, Phase};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,6 +34,28 @@ pub struct Context {
     pub config: OperatorConfig,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    pub cache: Option<ChildCache>,
+}
+
+/// The operator's watch caches of its own children. With them a reconcile learns which
+/// children exist, and how the pods are doing, without a GET or a blind DELETE per child;
+/// without them (the mock-API tests) every question goes to the API.
+pub struct ChildCache {
+    pub pods: Store<Pod>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+}
+
+impl ChildCache {
+    async fn ready(&self) {
+        // An error means the writer is gone, i.e. the operator is shutting down; the reconcile
+        // then fails on its own API calls.
+        let _ = tokio::join!(
+            self.pods.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.config_maps.wait_until_ready()
+        );
+    }
 }
 
 impl Context {
@@ -47,7 +70,13 @@ impl Context {
             client,
             config,
             metrics: Arc::default(),
+            cache: None,
         }
+    }
+
+    pub fn with_cache(mut self, cache: ChildCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 }
 
@@ -97,7 +126,9 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
     // validate: what the schema cannot know, such as whether the referenced Secrets exist.
     if let Err(problem) = validate(b, &Api::<Secret>::namespaced(client.clone(), ns)).await? {
         let status = invalid_status(b, &problem);
-        patch_status(api, b, &status).await?;
+        if b.status.as_ref() != Some(&status) {
+            patch_status(api, b, &status).await?;
+        }
         ctx.metrics
             .set_phase(&format!("{ns}/{}", b.name_any()), status.phase);
         announce(ctx, b, &status, "InvalidSpec", &problem).await;
@@ -115,27 +146,20 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
     for svc in &children.services {
         apply_one(&services, svc, &pp).await?;
     }
+    // The apply response is the freshest view of a wanted pod; no GET after it.
+    let mut applied = BTreeMap::new();
     for pod in &children.pods {
-        apply_one(&pods, pod, &pp).await?;
+        let pod = apply_one(&pods, pod, &pp).await?;
+        applied.insert(pod.name_any(), pod);
     }
     let name = b.name_any();
-    let wanted: BTreeSet<String> = children
-        .pods
-        .iter()
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
     let mut observed = Observed::default();
     for role in [Role::Sfu, Role::Compositor] {
         let child = child_name(&name, role);
-        if !wanted.contains(&child) {
-            delete_if_present(&pods, &child).await?;
-            delete_if_present(&services, &child).await?;
-            delete_if_present(&config_maps, &child).await?;
-        }
-        let seen = pods
-            .get_opt(&child)
-            .await?
-            .map(|p| PodObservation::from_pod(&p));
+        let seen = match applied.get(&child) {
+            Some(pod) => Some(PodObservation::from_pod(pod)),
+            None => prune(ctx, ns, &child, &pods, &services, &config_maps).await?,
+        };
         match role {
             Role::Sfu => observed.sfu = seen,
             Role::Compositor => observed.compositor = seen,
@@ -146,7 +170,11 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
         status.phase,
         Some(Phase::Backstage | Phase::Live | Phase::Ended)
     );
-    patch_status(api, b, &status).await?;
+    // An unchanged status is not written: the write would wake this Broadcast again for
+    // nothing.
+    if b.status.as_ref() != Some(&status) {
+        patch_status(api, b, &status).await?;
+    }
     ctx.metrics.set_phase(&format!("{ns}/{name}"), status.phase);
     if let Some(phase) = status.phase {
         let note = format!("phase is now {phase:?}");
@@ -218,21 +246,32 @@ fn invalid_status(b: &Broadcast, problem: &str) -> BroadcastStatus {
     let mut status = b.status.clone().unwrap_or_default();
     status.phase = Some(Phase::Failed);
     status.observed_generation = b.metadata.generation;
-    status
-        .conditions
-        .retain(|c| c.type_ != DESTINATIONS_HEALTHY);
-    status.conditions.push(Condition {
+    let mut condition = Condition {
         type_: DESTINATIONS_HEALTHY.into(),
         status: "False".into(),
         reason: "InvalidSpec".into(),
         message: problem.into(),
         observed_generation: b.metadata.generation,
         last_transition_time: now(),
-    });
+    };
+    match status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == DESTINATIONS_HEALTHY)
+    {
+        Some(c) => {
+            // The same problem keeps its time, so the periodic re-check writes nothing.
+            if c.status == condition.status && c.reason == condition.reason {
+                condition.last_transition_time = c.last_transition_time.clone();
+            }
+            *c = condition;
+        }
+        None => status.conditions.push(condition),
+    }
     status
 }
 
-async fn apply_one<K>(api: &Api<K>, obj: &K, pp: &PatchParams) -> Result<()>
+async fn apply_one<K>(api: &Api<K>, obj: &K, pp: &PatchParams) -> Result<K>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
@@ -241,8 +280,51 @@ where
         .name
         .clone()
         .ok_or(Error::MissingObjectKey("child name"))?;
-    api.patch(&name, pp, &Patch::Apply(obj)).await?;
-    Ok(())
+    Ok(api.patch(&name, pp, &Patch::Apply(obj)).await?)
+}
+
+/// Deletes the children of a role no longer wanted. The pod is still observed while it
+/// terminates (its outputs are being finalized), which is what makes the phase Ending.
+async fn prune(
+    ctx: &Context,
+    ns: &str,
+    child: &str,
+    pods: &Api<Pod>,
+    services: &Api<Service>,
+    config_maps: &Api<ConfigMap>,
+) -> Result<Option<PodObservation>> {
+    let Some(cache) = &ctx.cache else {
+        delete_if_present(pods, child).await?;
+        delete_if_present(services, child).await?;
+        delete_if_present(config_maps, child).await?;
+        return Ok(pods
+            .get_opt(child)
+            .await?
+            .map(|p| PodObservation::from_pod(&p)));
+    };
+    cache.ready().await;
+    let pod = cache.pods.get(&ObjectRef::new(child).within(ns));
+    if pod
+        .as_ref()
+        .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        delete_if_present(pods, child).await?;
+    }
+    if cache
+        .services
+        .get(&ObjectRef::new(child).within(ns))
+        .is_some()
+    {
+        delete_if_present(services, child).await?;
+    }
+    if cache
+        .config_maps
+        .get(&ObjectRef::new(child).within(ns))
+        .is_some()
+    {
+        delete_if_present(config_maps, child).await?;
+    }
+    Ok(pod.map(|p| PodObservation::from_pod(&p)))
 }
 
 async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use castyard_crd::Broadcast;
 use castyard_operator::config::{OperatorConfig, UdpStrategy};
-use castyard_operator::controller::{Context, error_policy, reconcile};
+use castyard_operator::controller::{ChildCache, Context, error_policy, reconcile};
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
+use kube::api::PartialObjectMeta;
+use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
 
 /// Reconciles castyard.dev Broadcasts into per-broadcast SFU and compositor pods.
 #[derive(Parser, Debug)]
@@ -60,6 +61,10 @@ struct Cli {
     /// Seconds a leader holds the Lease without renewing it; a standby takes over after that.
     #[arg(long, env = "CASTYARD_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=300))]
     lease_duration: u64,
+    /// Broadcasts reconciled at once. Each in-flight reconcile holds API connections and
+    /// buffers, so this bounds the operator's memory as well as its load on the API server.
+    #[arg(long, env = "CASTYARD_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "CASTYARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -175,15 +180,55 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("reading the Kubernetes config (in-cluster or KUBECONFIG)")?;
-    let ctx = Arc::new(Context::new(client.clone(), config, cli.identity.clone()));
+    // Children are watched by our label only, so the operator never lists unrelated objects.
+    // Pods are kept without their spec (status is what the reconcile reads); Services and
+    // ConfigMaps only as metadata: which exist is all it asks of them.
+    let ours = watcher::Config::default().labels("app.kubernetes.io/managed-by=castyard-operator");
+    let keys = watcher::Config::default().labels("app.kubernetes.io/managed-by=castyard-api");
+    let (pods, pods_writer) = reflector::store();
+    let pod_events = reflector(
+        pods_writer,
+        watcher(scoped::<Pod>(&client, &cli.namespace), ours.clone()).modify(|p| {
+            p.managed_fields_mut().clear();
+            p.spec = None;
+        }),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (services, services_writer) = reflector::store();
+    let service_events = reflector(
+        services_writer,
+        watcher(
+            scoped::<PartialObjectMeta<Service>>(&client, &cli.namespace),
+            ours.clone(),
+        )
+        .modify(|s| s.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (config_maps, config_maps_writer) = reflector::store();
+    let config_map_events = reflector(
+        config_maps_writer,
+        watcher(
+            scoped::<PartialObjectMeta<ConfigMap>>(&client, &cli.namespace),
+            ours,
+        )
+        .modify(|c| c.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let cache = ChildCache {
+        pods,
+        services,
+        config_maps,
+    };
+    let ctx =
+        Arc::new(Context::new(client.clone(), config, cli.identity.clone()).with_cache(cache));
     let listener = tokio::net::TcpListener::bind(cli.metrics_addr)
         .await
         .with_context(|| format!("binding {}", cli.metrics_addr))?;
     let server = castyard_operator::metrics::router(ctx.metrics.clone());
     tokio::spawn(async move { axum::serve(listener, server).await });
-    // Children are watched by our label only, so the operator never lists unrelated objects.
-    let ours = watcher::Config::default().labels("app.kubernetes.io/managed-by=castyard-operator");
-    let keys = watcher::Config::default().labels("app.kubernetes.io/managed-by=castyard-api");
     let mut leadership = match &cli.lease_namespace {
         Some(ns) => Some(lead(&client, ns, cli.identity.clone(), cli.lease_duration).await?),
         None => None,
@@ -192,9 +237,10 @@ async fn main() -> anyhow::Result<()> {
         scoped::<Broadcast>(&client, &cli.namespace),
         watcher::Config::default(),
     )
-    .owns(scoped::<Pod>(&client, &cli.namespace), ours.clone())
-    .owns(scoped::<Service>(&client, &cli.namespace), ours.clone())
-    .owns(scoped::<ConfigMap>(&client, &cli.namespace), ours)
+    .with_config(controller::Config::default().concurrency(cli.concurrency))
+    .owns_stream(pod_events)
+    .owns_stream(service_events)
+    .owns_stream(config_map_events)
     .owns(scoped::<Secret>(&client, &cli.namespace), keys)
     .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)

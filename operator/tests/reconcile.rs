@@ -153,13 +153,11 @@ async fn backstage_applies_the_sfu_prunes_the_rest_and_reports_backstage() {
             .echo(Method::PATCH, &format!("{NS}/services/show-sfu"))
             .await;
         assert_eq!(svc["metadata"]["ownerReferences"][0]["kind"], "Broadcast");
-        let pod = api
-            .echo(Method::PATCH, &format!("{NS}/pods/show-sfu"))
+        // The apply's response tells how the pod is doing: no GET after it.
+        let (pod, send) = api
+            .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
             .await;
         assert_eq!(pod["spec"]["containers"][0]["args"][0], "sfu");
-        let (_, send) = api
-            .expect(Method::GET, &format!("{NS}/pods/show-sfu"))
-            .await;
         ok(send, ready_pod("show-sfu"));
         for kind in ["pods", "services", "configmaps"] {
             api.not_found(Method::DELETE, &format!("{NS}/{kind}/show-compositor"))
@@ -263,28 +261,28 @@ async fn live_applies_both_workers_without_a_key_in_any_object() {
             "configmaps/show-compositor",
             "services/show-sfu",
             "services/show-compositor",
-            "pods/show-sfu",
-            "pods/show-compositor",
         ] {
             applied.push(api.echo(Method::PATCH, &format!("{NS}/{path}")).await);
         }
-        let compositor = &applied[5];
+        let (_, send) = api
+            .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
+            .await;
+        ok(send, ready_pod("show-sfu"));
+        let (compositor, send) = api
+            .expect(Method::PATCH, &format!("{NS}/pods/show-compositor"))
+            .await;
         assert!(
             compositor["spec"]["volumes"]
                 .to_string()
                 .contains("show-stream-keys")
         );
-        let (_, send) = api
-            .expect(Method::GET, &format!("{NS}/pods/show-sfu"))
-            .await;
-        ok(send, ready_pod("show-sfu"));
-        let (_, send) = api
-            .expect(Method::GET, &format!("{NS}/pods/show-compositor"))
-            .await;
         ok(
             send,
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "show-compositor"}, "status": {"phase": "Pending"}}),
         );
+        for obj in &applied {
+            assert!(!obj.to_string().contains("sk-"), "no key in {obj}");
+        }
         let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
         assert_eq!(status["status"]["phase"], "Starting");
         ok(send, serde_json::to_value(Broadcast::test()).unwrap());
@@ -327,4 +325,51 @@ async fn ended_removes_every_child_and_reports_ending() {
     });
     reconcile(b, ctx).await.expect("reconcile");
     server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_settled_broadcast_writes_no_status_and_no_event() {
+    // First pass: capture the status the operator writes for a ready Backstage SFU.
+    async fn backstage_pass(api: &mut Verifier) {
+        for path in ["configmaps/show-sfu", "services/show-sfu"] {
+            api.echo(Method::PATCH, &format!("{NS}/{path}")).await;
+        }
+        let (_, send) = api
+            .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
+            .await;
+        ok(send, ready_pod("show-sfu"));
+        for kind in ["pods", "services", "configmaps"] {
+            api.not_found(Method::DELETE, &format!("{NS}/{kind}/show-compositor"))
+                .await;
+        }
+        api.not_found(Method::GET, &format!("{NS}/pods/show-compositor"))
+            .await;
+    }
+    let (ctx, mut api) = setup();
+    let server = tokio::spawn(async move {
+        backstage_pass(&mut api).await;
+        let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
+        ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+        api.event("Backstage", "Normal").await;
+        (status, api)
+    });
+    reconcile(finalized(Broadcast::test()), ctx).await.unwrap();
+    let (status, api) = server.await.unwrap();
+
+    // Second pass with that status in place: the same applies, then nothing else.
+    let mut settled = Broadcast::test();
+    settled.status = Some(serde_json::from_value(status["status"].clone()).unwrap());
+    drop(api);
+    let (ctx, mut api) = setup();
+    let server = tokio::spawn(async move {
+        backstage_pass(&mut api).await;
+        api
+    });
+    reconcile(finalized(settled), ctx.clone()).await.unwrap();
+    let mut api = server.await.unwrap();
+    drop(ctx);
+    assert!(
+        api.0.next_request().await.is_none(),
+        "no status write and no Event once nothing changed"
+    );
 }

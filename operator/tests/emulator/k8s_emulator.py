@@ -16,7 +16,9 @@ kube-lease-manager need all of those, so this subclass adds them:
 - generation bumps on spec changes; finalizers hold deletion behind a
   deletionTimestamp;
 - lists carry kind and resourceVersion and honour equality label selectors; watches
-  start with a snapshot taken atomically with their bus mark, so nothing is missed.
+  from a resourceVersion replay only the events after it (410 Expired when too old), and
+  without one start with the current objects; either is taken atomically with the bus
+  mark, so no event is missed or seen twice.
 
 Lists are treated as atomic values by apply, which is enough for the objects the
 operator writes. Usage: k8s_emulator.py [--port N]; it prints "listening on PORT".
@@ -24,6 +26,7 @@ operator writes. Usage: k8s_emulator.py [--port N]; it prints "listening on PORT
 
 import argparse
 import asyncio
+import collections
 import copy
 import datetime
 import json
@@ -114,6 +117,10 @@ class Emulator(kmock.KubernetesEmulator):
     _version: int = attrs.field(default=0, init=False)
     # (resource, namespace, name) -> {leaf path: field manager}
     _owners: dict = attrs.field(factory=dict, init=False)
+    # 'verb plural[/subresource]' -> count, served at /_emulator/calls for the benchmark.
+    _calls: collections.Counter = attrs.field(factory=collections.Counter, init=False)
+    # (resourceVersion, resource, event): the recent history a watch from a version replays.
+    _log: collections.deque = attrs.field(factory=lambda: collections.deque(maxlen=200_000), init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -141,13 +148,20 @@ class Emulator(kmock.KubernetesEmulator):
         return None if obj is None or obj.deleted else obj.raw
 
     async def _emit(self, request: rendering.Request, kind: str, obj: dict) -> None:
-        await self._buses[request.resource].put({'type': kind, 'object': obj})
+        event = {'type': kind, 'object': obj}
+        self._log.append((int(obj['metadata']['resourceVersion']), request.resource, event))
+        await self._buses[request.resource].put(event)
 
     @staticmethod
     def _ok(obj: dict, status: int = 200) -> aiohttp.web.StreamResponse:
         return aiohttp.web.json_response(obj, status=status)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if request.url.path == '/_emulator/calls':
+            return self._ok(dict(self._calls))
+        if request.resource is not None and request.resource.plural is not None:
+            verb = 'put' if request.method == enums.method.PUT else str(request.action.value).lower()
+            self._calls[f'{verb} {request.resource.plural}{"/" + request.subresource if request.subresource else ""}'] += 1
         discovery = request.resource is None or request.resource.plural is None
         put = request.method == enums.method.PUT
         if discovery or request.action == enums.action.WATCH or (request.action is None and not put):
@@ -185,19 +199,33 @@ class Emulator(kmock.KubernetesEmulator):
     async def _serve_watch(self, request: rendering.Request):
         yield b''
         bus = self._buses[request.resource]
+        since = request.params.get('resourceVersion', '')
         async with self._lock:
             mark = await bus.mark()
-            snapshot = self._list(request)['items']
+            if since in ('', '0'):
+                # No version: the current state first, as ADDED events.
+                backlog = [{'type': 'ADDED', 'object': obj} for obj in self._list(request)['items']]
+            elif self._log and int(since) < self._log[0][0] - 1:
+                backlog = [{'type': 'ERROR', 'object': {
+                    'kind': 'Status', 'apiVersion': 'v1', 'status': 'Failure', 'code': 410,
+                    'reason': 'Expired', 'message': f'too old resource version: {since}'}}]
+            else:
+                # From a version: only what happened after it, like the API server's watch cache.
+                backlog = [e for rv, res, e in self._log if rv > int(since) and res == request.resource]
         selector = request.params.get('labelSelector')
-        for obj in snapshot:
-            yield {'type': 'ADDED', 'object': obj}
+        for event in backlog:
+            if event['type'] == 'ERROR' or self._wanted(request, selector, event['object']):
+                yield event
         async for event in bus.stream(since=mark):
-            meta = event['object'].get('metadata', {})
-            if request.namespace not in (None, meta.get('namespace')):
-                continue
-            if request.name not in (None, meta.get('name')) or not matches(selector, event['object']):
-                continue
-            yield event
+            if self._wanted(request, selector, event['object']):
+                yield event
+
+    @staticmethod
+    def _wanted(request: rendering.Request, selector: str | None, obj: dict) -> bool:
+        meta = obj.get('metadata', {})
+        return (request.namespace in (None, meta.get('namespace'))
+                and request.name in (None, meta.get('name'))
+                and matches(selector, obj))
 
     async def _create(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         body = request.data
