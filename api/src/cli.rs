@@ -14,6 +14,7 @@ use crate::crypto::MasterKey;
 use crate::db::Db;
 use crate::realtime::Hub;
 use crate::state::{AppState, Mode, Settings};
+use castyard_operator::local::{LocalBackend, LocalConfig};
 
 /// Castyard: a self-hosted live-streaming studio.
 #[derive(Parser, Debug)]
@@ -63,8 +64,22 @@ pub struct UpArgs {
     /// Where the database, the master key, recordings and uploads live.
     #[arg(long, env = "CASTYARD_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// The media worker run per broadcast; by default the castyard-media-worker beside this
+    /// binary, else the one on PATH.
+    #[arg(long, env = "CASTYARD_MEDIA_WORKER")]
+    pub media_worker: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+fn media_worker(flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("castyard-media-worker")))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| "castyard-media-worker".into())
+    })
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -149,10 +164,25 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let db_path = data_dir.join("castyard.db");
     let db = Db::connect(&format!("sqlite://{}?mode=rwc", db_path.display())).await?;
     db.migrate().await.context("migrating the database")?;
+    let workers = Arc::new(LocalBackend::new(LocalConfig::new(
+        media_worker(args.media_worker),
+        data_dir.join("workers"),
+    )));
     let s = settings(Mode::Embedded, data_dir, args.listen, &args.common);
     let hub = Hub::in_process(&s.replica_id);
-    let state = AppState::new(db, s, &master, hub, Arc::new(EmbeddedBackend::new()));
-    serve(state, args.listen).await
+    let backend = Arc::new(EmbeddedBackend::with_workers(workers.clone()));
+    let state = AppState::new(db, s, &master, hub, backend);
+    // Workers died with the last run (their parent-death signal): start what should run.
+    let resumed = crate::routes::broadcasts::resync(&state)
+        .await
+        .context("restarting the workers of broadcasts in progress")?;
+    if resumed > 0 {
+        tracing::info!(broadcasts = resumed, "media workers restarted");
+    }
+    let served = serve(state, args.listen).await;
+    // Every worker stops before we exit (the compositor finalizes its outputs).
+    workers.shutdown().await;
+    served
 }
 
 async fn cluster_api(args: ApiArgs) -> anyhow::Result<()> {

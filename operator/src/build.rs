@@ -214,10 +214,13 @@ fn container(
         name: role.as_str().into(),
         image: Some(cfg.image.clone()),
         image_pull_policy: cfg.image_pull_policy.clone(),
+        // The local backend runs the same arguments with its own paths.
         args: Some(vec![
             role.as_str().into(),
             "--config".into(),
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+            "--keys-dir".into(),
+            KEYS_DIR.into(),
         ]),
         env: Some(vec![
             field_env("CASTYARD_POD_IP", "status.podIP"),

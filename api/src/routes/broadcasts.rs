@@ -385,6 +385,27 @@ fn desired(state: &AppState, b: &Stored, dests: &[StoredDestination]) -> Result<
     })
 }
 
+/// Hands every broadcast not yet ended to the backend again, as at start-up in embedded mode,
+/// where the workers went away with the previous process. Returns how many.
+pub async fn resync(state: &AppState) -> Result<usize> {
+    let mut conn = state.db.pool.acquire().await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM broadcasts WHERE ended_at IS NULL"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut n = 0;
+    for row in &rows {
+        let b = stored(row)?;
+        if b.spec.state == castyard_crd::DesiredState::Ended {
+            continue;
+        }
+        apply(state, &mut conn, &b).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Hands the broadcast to the backend; returns the destinations it read, for the reply.
 async fn apply(
     state: &AppState,

@@ -4,22 +4,26 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-#[test]
-fn up_serves_and_stops_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_castyard"))
-        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .port()
+}
+
+/// Starts `castyard up` on a free port and waits for the line that says it is serving.
+fn spawn_up(
+    data: &std::path::Path,
+    configure: impl FnOnce(&mut Command),
+) -> (std::process::Child, u16) {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_castyard"));
+    cmd.args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::piped());
+    configure(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
@@ -28,6 +32,15 @@ fn up_serves_and_stops_cleanly_on_sigterm() {
         first.trim(),
         format!("Castyard is running at http://127.0.0.1:{port}")
     );
+    (child, port)
+}
+
+#[test]
+fn up_serves_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port) = spawn_up(&dir.path().join("data"), |c| {
+        c.env("RUST_LOG", "info").stderr(Stdio::piped());
+    });
 
     let data = dir.path().join("data");
     assert!(
@@ -137,4 +150,163 @@ fn help_documents_every_flag_and_bad_flags_fail() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A blocking HTTP/1.1 request to `castyard up`; the status line and the body.
+fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+struct Up {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Up {
+    fn start(data: &std::path::Path, worker: &std::path::Path) -> Self {
+        let (child, port) = spawn_up(data, |c| {
+            c.arg("--media-worker").arg(worker);
+        });
+        Up { child, port }
+    }
+
+    fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+/// The fake worker's JSON lines (see operator/tests/fixtures/fake_worker.py).
+fn worker_log(data: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(data.join("log.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn wait_for_starts(data: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let started: Vec<_> = worker_log(data)
+            .into_iter()
+            .filter(|l| l["event"] == "started")
+            .collect();
+        if started.len() >= n {
+            return started;
+        }
+        assert!(std::time::Instant::now() < deadline, "{started:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn gone_soon(pid: u64) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+#[test]
+fn up_runs_each_broadcasts_workers_and_never_leaves_one_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // Its log lands in <data>/log.jsonl, three levels above each worker's config.
+    let worker = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../operator/tests/fixtures/fake_worker.py");
+    let data = dir.path().join("data");
+    let mut up = Up::start(&data, &worker);
+
+    let (line, body) = http(
+        up.port,
+        "POST",
+        "/api/auth/register",
+        None,
+        r#"{"email":"host@example.com","password":"correct horse","displayName":"Host"}"#,
+    );
+    assert!(
+        line.contains("201") || line.contains("200"),
+        "{line} {body}"
+    );
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (line, body) = http(
+        up.port,
+        "POST",
+        "/api/broadcasts",
+        Some(&token),
+        r#"{"title":"Worker show"}"#,
+    );
+    assert!(line.contains("201"), "{line} {body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let name = created["name"].as_str().unwrap().to_owned();
+
+    // Backstage: one SFU process, named after the broadcast, ready behind its /readyz.
+    let first = wait_for_starts(&data, 1);
+    assert_eq!(first[0]["role"], "sfu");
+    assert_eq!(first[0]["config"]["broadcast"], name);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = http(
+            up.port,
+            "GET",
+            &format!("/api/broadcasts/{id}"),
+            Some(&token),
+            "",
+        );
+        let phase = serde_json::from_str::<serde_json::Value>(&body).unwrap()["phase"].clone();
+        if phase == "Backstage" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "phase {phase}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // SIGTERM: castyard stops its workers before it exits.
+    assert!(up.signal("-TERM").success());
+    assert!(
+        !alive(first[0]["pid"].as_u64().unwrap()),
+        "the SFU outlived castyard"
+    );
+
+    // Started again, it restarts the workers of broadcasts still in progress.
+    let mut up = Up::start(&data, &worker);
+    let again = wait_for_starts(&data, 2);
+    let pid = again[1]["pid"].as_u64().unwrap();
+    assert!(alive(pid));
+
+    // Even when castyard is killed outright, its workers die with it.
+    up.signal("-KILL");
+    assert!(gone_soon(pid), "worker {pid} orphaned by a killed castyard");
 }

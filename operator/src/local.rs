@@ -1,0 +1,486 @@
+//! The local backend (embedded mode): the reconcile's steps driving `castyard-media-worker` child
+//! processes instead of pods, with the same arguments, env, config file and key files.
+//!
+//! A pod gets its config at /etc/castyard/worker.json and each stream key at
+//! /var/run/secrets/castyard/<secret>/<key>; a local worker gets the same files under
+//! `<root>/<broadcast>/`. Config changes rewrite files in place, as the kubelet refreshes
+//! mounted ConfigMaps, so a destination added while live restarts nothing. Ports differ: pods
+//! each have their own network namespace, local workers share the host's, so each gets free
+//! ports and the config says which.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use castyard_crd::workloads::{CompositorConfig, SfuConfig};
+use castyard_crd::{Broadcast, BroadcastStatus, DesiredWorkloads};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::build::{CONFIG_FILE, Role};
+use crate::status::{Observed, PodObservation, compute};
+
+/// Stream keys for one broadcast: Secret name -> key name -> value.
+pub type Keys = BTreeMap<String, BTreeMap<String, String>>;
+
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    /// The `castyard-media-worker` binary.
+    pub program: PathBuf,
+    /// Each broadcast's config and key files go under `<root>/<broadcast>/`.
+    pub root: PathBuf,
+    /// What workers advertise as their pod and node IP.
+    pub advertise_ip: String,
+    /// SIGTERM to SIGKILL: the compositor finalizes its outputs in this time, as a pod does
+    /// within its termination grace period.
+    pub stop_grace: Duration,
+    /// Restart backoff after a crash: doubling from `backoff_min` to `backoff_max`, reset
+    /// once a run lasted `healthy_after`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub healthy_after: Duration,
+}
+
+impl LocalConfig {
+    pub fn new(program: PathBuf, root: PathBuf) -> Self {
+        Self {
+            program,
+            root,
+            advertise_ip: "127.0.0.1".into(),
+            stop_grace: Duration::from_secs(60),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            healthy_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the supervisor knows of one worker, for status and tests.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerState {
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    /// Exited, and waiting out the backoff before the next start.
+    pub backing_off: bool,
+}
+
+struct Worker {
+    control_port: u16,
+    ports: Vec<u16>,
+    state: Arc<Mutex<WorkerState>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+pub struct LocalBackend {
+    cfg: LocalConfig,
+    workers: tokio::sync::Mutex<HashMap<(String, &'static str), Worker>>,
+}
+
+impl LocalBackend {
+    pub fn new(cfg: LocalConfig) -> Self {
+        Self {
+            cfg,
+            workers: tokio::sync::Mutex::default(),
+        }
+    }
+
+    fn dir(&self, broadcast: &str) -> PathBuf {
+        self.cfg.root.join(broadcast)
+    }
+
+    /// Makes `broadcast`'s processes match `desired`: starts what is missing, rewrites changed
+    /// config in place, stops the roles no longer wanted. Idempotent.
+    pub async fn apply(
+        &self,
+        broadcast: &str,
+        desired: &DesiredWorkloads,
+        keys: &Keys,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !broadcast.is_empty()
+                && broadcast
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "a broadcast name must be a DNS label, not {broadcast:?}"
+        );
+        let mut workers = self.workers.lock().await;
+        let dir = self.dir(broadcast);
+        let sfu_key = (broadcast.to_owned(), Role::Sfu.as_str());
+        let comp_key = (broadcast.to_owned(), Role::Compositor.as_str());
+
+        match &desired.sfu {
+            Some(sfu) => {
+                let ports = match workers.get(&sfu_key) {
+                    Some(w) => w.ports.clone(),
+                    None => vec![free_port()?, free_port()?],
+                };
+                let config = SfuConfig {
+                    signalling_port: ports[0],
+                    media_port: ports[1],
+                    ..sfu.clone()
+                };
+                let path = write_config(&dir.join(Role::Sfu.as_str()), &config)?;
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    workers.entry(sfu_key.clone())
+                {
+                    slot.insert(self.start(Role::Sfu, &path, &dir, ports[0], ports));
+                }
+            }
+            None => self.stop(&mut workers, &sfu_key).await,
+        }
+        let sfu_addr = workers
+            .get(&sfu_key)
+            .map(|w| format!("{}:{}", self.cfg.advertise_ip, w.control_port));
+        match &desired.compositor {
+            Some(comp) => {
+                // Only the compositor mounts keys in a pod, so only it gets key files here.
+                write_keys(&dir.join("keys"), keys)?;
+                let ports = match workers.get(&comp_key) {
+                    Some(w) => w.ports.clone(),
+                    None => vec![free_port()?],
+                };
+                let config = CompositorConfig {
+                    control_port: ports[0],
+                    sfu: sfu_addr,
+                    ..comp.clone()
+                };
+                let path = write_config(&dir.join(Role::Compositor.as_str()), &config)?;
+                if let std::collections::hash_map::Entry::Vacant(slot) = workers.entry(comp_key) {
+                    slot.insert(self.start(Role::Compositor, &path, &dir, ports[0], ports));
+                }
+            }
+            None => {
+                self.stop(&mut workers, &comp_key).await;
+                let _ = std::fs::remove_dir_all(dir.join("keys"));
+            }
+        }
+        if desired.sfu.is_none() && desired.compositor.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(())
+    }
+
+    /// Stops every process of `broadcast` and removes its files.
+    pub async fn remove(&self, broadcast: &str) {
+        let _ = self
+            .apply(broadcast, &DesiredWorkloads::none(), &Keys::new())
+            .await;
+    }
+
+    /// Stops every worker (SIGTERM, then SIGKILL after the grace period), all at once.
+    pub async fn shutdown(&self) {
+        let mut workers = self.workers.lock().await;
+        let all: Vec<Worker> = workers.drain().map(|(_, w)| w).collect();
+        futures::future::join_all(all.into_iter().map(|w| async move {
+            let _ = w.stop.send(true);
+            let _ = w.task.await;
+        }))
+        .await;
+    }
+
+    pub async fn worker(&self, broadcast: &str, role: Role) -> Option<WorkerState> {
+        let workers = self.workers.lock().await;
+        let w = workers.get(&(broadcast.to_owned(), role.as_str()))?;
+        Some(w.state.lock().expect("lock poisoned").clone())
+    }
+
+    /// The status the operator would write, from the processes instead of pods: a worker is
+    /// ready when its /readyz answers 200, as the pod's readiness probe asks.
+    pub async fn status(&self, b: &Broadcast) -> BroadcastStatus {
+        let name = b.metadata.name.clone().unwrap_or_default();
+        let mut observed = Observed::default();
+        for role in [Role::Sfu, Role::Compositor] {
+            let probe = {
+                let workers = self.workers.lock().await;
+                workers
+                    .get(&(name.clone(), role.as_str()))
+                    .map(|w| (w.control_port, w.state.lock().expect("poisoned").clone()))
+            };
+            let seen = match probe {
+                None => None,
+                Some((port, state)) => Some(PodObservation {
+                    ready: state.pid.is_some() && ready(port).await,
+                    failed: state.backing_off,
+                    message: state.backing_off.then(|| {
+                        format!(
+                            "CrashLoopBackOff: {}, restarted {} times",
+                            state.last_exit.clone().unwrap_or_default(),
+                            state.restarts
+                        )
+                    }),
+                }),
+            };
+            match role {
+                Role::Sfu => observed.sfu = seen,
+                Role::Compositor => observed.compositor = seen,
+            }
+        }
+        compute(b, &observed, &Time(k8s_openapi::jiff::Timestamp::now()))
+    }
+
+    fn start(
+        &self,
+        role: Role,
+        config: &Path,
+        dir: &Path,
+        control_port: u16,
+        ports: Vec<u16>,
+    ) -> Worker {
+        let state = Arc::new(Mutex::new(WorkerState::default()));
+        let (stop, stopped) = watch::channel(false);
+        let launch = Launch {
+            program: self.cfg.program.clone(),
+            args: vec![
+                role.as_str().into(),
+                "--config".into(),
+                config.display().to_string(),
+                "--keys-dir".into(),
+                dir.join("keys").display().to_string(),
+            ],
+            ip: self.cfg.advertise_ip.clone(),
+        };
+        let task = tokio::spawn(supervise(launch, self.cfg.clone(), state.clone(), stopped));
+        Worker {
+            control_port,
+            ports,
+            state,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(
+        &self,
+        workers: &mut HashMap<(String, &'static str), Worker>,
+        key: &(String, &'static str),
+    ) {
+        if let Some(w) = workers.remove(key) {
+            let _ = w.stop.send(true);
+            let _ = w.task.await;
+            let _ = std::fs::remove_dir_all(self.dir(&key.0).join(key.1));
+        }
+    }
+}
+
+struct Launch {
+    program: PathBuf,
+    args: Vec<String>,
+    ip: String,
+}
+
+impl Launch {
+    fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            // The env a pod's container gets from the downward API.
+            .env("CASTYARD_POD_IP", &self.ip)
+            .env("CASTYARD_NODE_IP", &self.ip)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            // Its own process group: a terminal's Ctrl-C reaches castyard, which stops the
+            // workers in order (the compositor finalizes its outputs) instead of all at once.
+            .process_group(0);
+        #[allow(unsafe_code)]
+        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and
+        // exec. If castyard dies without stopping its workers (SIGKILL, a crash), the kernel
+        // kills them too, so no worker is ever orphaned.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() == 1 {
+                    return Err(std::io::Error::other("the parent is already gone"));
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+}
+
+/// Runs one worker until told to stop, restarting it with backoff whenever it exits.
+async fn supervise(
+    launch: Launch,
+    cfg: LocalConfig,
+    state: Arc<Mutex<WorkerState>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(cfg.backoff_min)
+            .with_max_delay(cfg.backoff_max)
+            .without_max_times()
+            .build()
+    };
+    let mut delays = backoff();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let started = Instant::now();
+        let exit = match launch.command().spawn() {
+            Ok(mut child) => {
+                let pid = child.id();
+                set(&state, |s| {
+                    s.pid = pid;
+                    s.backing_off = false;
+                });
+                tracing::info!(program = %launch.program.display(), args = ?launch.args, pid, "worker started");
+                tokio::select! {
+                    status = child.wait() => describe(status),
+                    _ = stop.changed() => {
+                        terminate(&mut child, cfg.stop_grace).await;
+                        set(&state, |s| s.pid = None);
+                        return;
+                    }
+                }
+            }
+            Err(e) => format!("could not start {}: {e}", launch.program.display()),
+        };
+        if started.elapsed() >= cfg.healthy_after {
+            delays = backoff();
+        }
+        let delay = delays.next().unwrap_or(cfg.backoff_max);
+        tracing::warn!(args = ?launch.args, %exit, ?delay, "worker exited; restarting after backoff");
+        set(&state, |s| {
+            s.pid = None;
+            s.restarts += 1;
+            s.last_exit = Some(exit.clone());
+            s.backing_off = true;
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn set(state: &Mutex<WorkerState>, f: impl FnOnce(&mut WorkerState)) {
+    f(&mut state.lock().expect("lock poisoned"));
+}
+
+fn describe(status: std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            _ => "exited".into(),
+        },
+        Err(e) => format!("lost track of the process: {e}"),
+    }
+}
+
+/// SIGTERM, then SIGKILL if it is still running after `grace`.
+async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
+    if let Some(pid) = child.id() {
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) on our own child's pid, which cannot be reused before we reap it.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+/// A port free for both TCP and UDP on every interface right now.
+fn free_port() -> anyhow::Result<u16> {
+    for _ in 0..50 {
+        let tcp = std::net::TcpListener::bind("0.0.0.0:0")?;
+        let port = tcp.local_addr()?.port();
+        if std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port for a media worker")
+}
+
+/// Writes `dir/worker.json` if its content changed; the rename makes the change atomic, so a
+/// worker watching the file never reads half of it.
+fn write_config(dir: &Path, config: &impl serde::Serialize) -> anyhow::Result<PathBuf> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let path = dir.join(CONFIG_FILE);
+    let body = serde_json::to_vec_pretty(config)?;
+    if std::fs::read(&path).ok().as_deref() != Some(&body[..]) {
+        let tmp = dir.join(format!(".{CONFIG_FILE}.tmp"));
+        std::fs::write(&tmp, &body)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(path)
+}
+
+/// Key files laid out as the pod's Secret mounts (`<secret>/<key>`), readable by the owner
+/// only. Each is replaced atomically and keys no longer referenced are removed, so a reader
+/// never finds a key missing or half-written.
+fn write_keys(root: &Path, keys: &Keys) -> anyhow::Result<()> {
+    let mut wanted = std::collections::BTreeSet::new();
+    for (secret, entries) in keys {
+        for (key, value) in entries {
+            anyhow::ensure!(
+                !key.contains('/') && !secret.contains('/') && !key.starts_with('.'),
+                "stream key names cannot contain '/' or start with '.'"
+            );
+            let dir = root.join(secret);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+            let tmp = dir.join(format!(".{key}.tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(value.as_bytes())?;
+            std::fs::rename(&tmp, dir.join(key))?;
+            wanted.insert(dir.join(key));
+        }
+    }
+    for secret in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(secret.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if !wanted.contains(&file.path()) {
+                let _ = std::fs::remove_file(file.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The readiness probe: GET /readyz on the worker's control port answers 200.
+async fn ready(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.ok()?;
+        Some(head.ends_with(b" 200"))
+    };
+    tokio::time::timeout(Duration::from_secs(1), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
