@@ -3,15 +3,24 @@ SHELL := /bin/bash
 CASTYARD_TEST_POSTGRES ?= postgres://castyard:castyard@127.0.0.1:5432
 export CASTYARD_TEST_POSTGRES
 
-.PHONY: up test deps run-deps build lint crds openapi bench
+.PHONY: up test deps run-deps release web lint crds openapi chart check-chart bench
 
 ## Install what is missing, build, and run the embedded server (API + studio + SQLite).
 up: run-deps
-	cargo build --release --bin castyard --bin castyard-media-worker
+	$(MAKE) release BIN="castyard castyard-media-worker"
 	./target/release/castyard up
 
+## Release binaries (the Dockerfiles build with this too): make release BIN="castyard ...".
+BIN ?= castyard castyard-operator castyard-media-worker
+release:
+	cargo build --release --locked $(addprefix --bin ,$(BIN))
+
+## The web assets castyard serves (frontend/dist, Swagger UI); the API image builds with this.
+web:
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run build --if-present
+
 ## The whole suite: unit, API on SQLite and PostgreSQL, CRD schema, drift checks.
-test: deps
+test: deps check-chart
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \
@@ -28,6 +37,10 @@ run-deps:
 		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q nodejs npm; }
 	@[ -f frontend/node_modules/swagger-ui-dist/swagger-ui-bundle.js ] || (cd frontend && npm ci --no-audit --no-fund --loglevel=error)
 
+## Helm chart, alerts (promtool), dashboard and Dockerfile checks.
+check-chart: deps
+	bash scripts/check-chart.sh
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -35,6 +48,10 @@ lint:
 ## Regenerate committed files from the code (tests fail when they drift).
 crds:
 	cargo run -q -p castyard-crd --bin crdgen > crds/broadcast.yaml
+
+## The chart's copy of the CRD and the rendered manifests (charts/rendered/).
+chart: deps
+	bash scripts/check-chart.sh --write
 
 openapi:
 	cargo run -q -p castyard-api --bin castyard -- openapi > api/openapi.json

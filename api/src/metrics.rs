@@ -30,6 +30,12 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BroadcastLabels {
+    /// The Broadcast resource name, as on the media workers' metrics.
+    pub broadcast: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
     pub channel: String,
 }
@@ -41,6 +47,8 @@ pub struct Metrics {
     pub ws_connections: Gauge,
     pub chat_messages: Family<ChannelLabels, Counter>,
     pub rate_limited: Counter,
+    /// This replica's watch-page viewers; Prometheus sums the replicas.
+    pub viewers: Family<BroadcastLabels, Gauge>,
 }
 
 impl Metrics {
@@ -78,8 +86,15 @@ impl Metrics {
             "Requests refused by a rate limit",
             rate_limited.clone(),
         );
+        let viewers = Family::<BroadcastLabels, Gauge>::default();
+        registry.register(
+            "viewers",
+            "Viewers on the watch page connected to this replica, by broadcast",
+            viewers.clone(),
+        );
         Self {
             registry,
+            viewers,
             requests,
             duration,
             ws_connections,
@@ -141,6 +156,17 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 }
 
 pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
+    // Read at scrape time, so a broadcast nobody watches any more drops out of the family.
+    state.metrics.viewers.clear();
+    for (id, count) in state.hub.local_viewer_counts() {
+        state
+            .metrics
+            .viewers
+            .get_or_create(&BroadcastLabels {
+                broadcast: crate::routes::broadcasts::resource_name(&id),
+            })
+            .set(count as i64);
+    }
     (
         [(
             header::CONTENT_TYPE,

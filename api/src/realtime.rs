@@ -239,6 +239,12 @@ impl Hub {
             .unwrap_or(0)
     }
 
+    /// Viewers connected to this replica, by broadcast id.
+    pub fn local_viewer_counts(&self) -> Vec<(String, u64)> {
+        let local = self.local_viewers.lock().expect("lock poisoned");
+        local.iter().map(|(b, c)| (b.clone(), *c)).collect()
+    }
+
     pub async fn viewer_joined(&self, broadcast_id: &str) {
         self.viewer_delta(broadcast_id, 1).await;
     }

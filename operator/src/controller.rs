@@ -87,14 +87,14 @@ pub async fn reconcile(b: Arc<Broadcast>, ctx: Arc<Context>) -> Result<Action> {
     let ns = b
         .namespace()
         .ok_or(Error::MissingObjectKey(".metadata.namespace"))?;
-    let key = format!("{ns}/{}", b.name_any());
+    let name = b.name_any();
     let api: Api<Broadcast> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, b, |event| async {
         match event {
             Event::Apply(b) => apply(&b, &ctx, &api, &ns).await,
             // Nothing outside Kubernetes to tell yet; the pods go with their owner.
             Event::Cleanup(_) => {
-                ctx.metrics.set_phase(&key, None);
+                ctx.metrics.set_phase(&ns, &name, None);
                 Ok(Action::await_change())
             }
         }
@@ -129,8 +129,7 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
         if b.status.as_ref() != Some(&status) {
             patch_status(api, b, &status).await?;
         }
-        ctx.metrics
-            .set_phase(&format!("{ns}/{}", b.name_any()), status.phase);
+        ctx.metrics.set_phase(ns, &b.name_any(), status.phase);
         announce(ctx, b, &status, "InvalidSpec", &problem).await;
         // Secrets made by the API are owned by the Broadcast and wake it; others are polled.
         return Ok(Action::requeue(Duration::from_secs(60)));
@@ -175,7 +174,7 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
     if b.status.as_ref() != Some(&status) {
         patch_status(api, b, &status).await?;
     }
-    ctx.metrics.set_phase(&format!("{ns}/{name}"), status.phase);
+    ctx.metrics.set_phase(ns, &name, status.phase);
     if let Some(phase) = status.phase {
         let note = format!("phase is now {phase:?}");
         announce(ctx, b, &status, &format!("{phase:?}"), &note).await;

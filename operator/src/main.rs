@@ -9,7 +9,7 @@ use castyard_operator::config::{OperatorConfig, UdpStrategy};
 use castyard_operator::controller::{ChildCache, Context, error_policy, reconcile};
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ResourceRequirements, Secret, Service};
 use kube::api::PartialObjectMeta;
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -51,6 +51,13 @@ struct Cli {
     /// Tolerations for media pods, as a JSON array of Kubernetes Toleration objects.
     #[arg(long, env = "CASTYARD_TOLERATIONS")]
     tolerations: Option<String>,
+    /// SFU pods' resources when a Broadcast's spec.workerResources leaves them unset, as a JSON
+    /// Kubernetes ResourceRequirements object.
+    #[arg(long, env = "CASTYARD_SFU_RESOURCES")]
+    sfu_resources: Option<String>,
+    /// Compositor pods' resources, as --sfu-resources.
+    #[arg(long, env = "CASTYARD_COMPOSITOR_RESOURCES")]
+    compositor_resources: Option<String>,
     /// Namespace of the leader-election Lease (the operator's own). Set it whenever more than
     /// one replica runs: only the Lease holder reconciles.
     #[arg(long, env = "CASTYARD_LEASE_NAMESPACE")]
@@ -111,13 +118,20 @@ fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
             .context("--tolerations must be a JSON array of Tolerations")?,
         None => Vec::new(),
     };
+    let resources = |flag: &str, json: &Option<String>| {
+        json.as_deref()
+            .map(serde_json::from_str::<ResourceRequirements>)
+            .transpose()
+            .with_context(|| format!("{flag} must be a JSON ResourceRequirements object"))
+    };
     Ok(OperatorConfig {
         image: cli.image.clone(),
         image_pull_policy: cli.image_pull_policy.clone(),
         udp,
         node_selector,
         tolerations,
-        ..OperatorConfig::default()
+        sfu_resources: resources("--sfu-resources", &cli.sfu_resources)?,
+        compositor_resources: resources("--compositor-resources", &cli.compositor_resources)?,
     })
 }
 

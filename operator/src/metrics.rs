@@ -21,12 +21,23 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// One series per Broadcast, valued 1, for its current phase: what "stuck in Starting"
+/// alerts and the per-broadcast dashboard select on. `broadcast_namespace`, because Prometheus
+/// gives `namespace` to the operator pod's own.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BroadcastPhaseLabels {
+    pub broadcast_namespace: String,
+    pub broadcast: String,
+    pub phase: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Counter,
     pub failures: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
     by_phase: Family<PhaseLabels, Gauge>,
+    broadcast_phase: Family<BroadcastPhaseLabels, Gauge>,
     /// The last phase of each Broadcast (namespace/name), from which the gauges are derived.
     phases: Mutex<HashMap<String, Phase>>,
 }
@@ -71,8 +82,15 @@ impl Default for Metrics {
                 })
                 .set(0);
         }
+        let broadcast_phase = Family::<BroadcastPhaseLabels, Gauge>::default();
+        registry.register(
+            "broadcast_phase",
+            "1 for each Broadcast's current phase",
+            broadcast_phase.clone(),
+        );
         Self {
             registry,
+            broadcast_phase,
             reconciles,
             failures,
             duration,
@@ -83,13 +101,25 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Records a Broadcast's phase (None once it is gone) and refreshes the per-phase gauges.
-    pub fn set_phase(&self, key: &str, phase: Option<Phase>) {
-        let mut phases = self.phases.lock().expect("lock poisoned");
-        match phase {
-            Some(p) => phases.insert(key.to_owned(), p),
-            None => phases.remove(key),
+    /// Records a Broadcast's phase (None once it is gone) and refreshes the phase gauges.
+    pub fn set_phase(&self, namespace: &str, name: &str, phase: Option<Phase>) {
+        let labels = |p: Phase| BroadcastPhaseLabels {
+            broadcast_namespace: namespace.to_owned(),
+            broadcast: name.to_owned(),
+            phase: phase_name(p),
         };
+        let key = format!("{namespace}/{name}");
+        let mut phases = self.phases.lock().expect("lock poisoned");
+        let old = match phase {
+            Some(p) => phases.insert(key, p),
+            None => phases.remove(&key),
+        };
+        if let Some(old) = old.filter(|&o| Some(o) != phase) {
+            self.broadcast_phase.remove(&labels(old));
+        }
+        if let Some(p) = phase {
+            self.broadcast_phase.get_or_create(&labels(p)).set(1);
+        }
         for p in PHASES {
             let n = phases.values().filter(|&&v| v == p).count() as i64;
             self.by_phase
@@ -146,11 +176,11 @@ mod tests {
     #[test]
     fn phase_gauges_count_broadcasts() {
         let m = Metrics::default();
-        m.set_phase("a/one", Some(Phase::Live));
-        m.set_phase("a/two", Some(Phase::Live));
-        m.set_phase("a/two", Some(Phase::Ended));
-        m.set_phase("a/three", Some(Phase::Backstage));
-        m.set_phase("a/three", None);
+        m.set_phase("a", "one", Some(Phase::Live));
+        m.set_phase("a", "two", Some(Phase::Live));
+        m.set_phase("a", "two", Some(Phase::Ended));
+        m.set_phase("a", "three", Some(Phase::Backstage));
+        m.set_phase("a", "three", None);
         m.failure("kube");
         let text = m.encode();
         assert!(
@@ -169,5 +199,14 @@ mod tests {
             text.contains(r#"castyard_operator_reconcile_failures_total{error="kube"} 1"#),
             "{text}"
         );
+        // Each Broadcast has exactly its current phase; a gone one has none.
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("castyard_operator_broadcast_phase{"))
+            .collect();
+        assert_eq!(series.len(), 2, "{text}");
+        assert!(text.contains(
+            r#"castyard_operator_broadcast_phase{broadcast_namespace="a",broadcast="two",phase="Ended"} 1"#
+        ), "{text}");
     }
 }

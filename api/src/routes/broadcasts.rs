@@ -385,6 +385,11 @@ fn desired(state: &AppState, b: &Stored, dests: &[StoredDestination]) -> Result<
     })
 }
 
+/// The Broadcast custom resource's name (and the label on its workers' metrics).
+pub fn resource_name(id: &str) -> String {
+    format!("bc-{id}")
+}
+
 /// Hands every broadcast not yet ended to the backend again, as at start-up in embedded mode,
 /// where the workers went away with the previous process. Returns how many.
 pub async fn resync(state: &AppState) -> Result<usize> {
@@ -622,7 +627,7 @@ async fn create(
     let id = new_id();
     let now = now_ms();
     let b = Stored {
-        name: format!("bc-{id}"),
+        name: resource_name(&id),
         id,
         spec,
         started_at: None,

@@ -7,6 +7,7 @@ mod broadcasts;
 mod cli;
 mod files;
 mod kubernetes;
+mod metrics_catalog;
 mod realtime;
 mod secrets;
 mod service;

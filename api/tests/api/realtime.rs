@@ -166,6 +166,10 @@ async fn studio_and_public_chat_stay_apart() {
     let joined = late.next_of("joined").await;
     assert_eq!(joined["history"][0]["text"], "hello from the audience");
     assert_eq!(joined["viewers"], 3);
+    // The same count on /metrics, under the Broadcast resource's name the workers use.
+    let series = format!(r#"castyard_api_viewers{{broadcast="bc-{id}"}} 3"#);
+    let metrics = app.get("/metrics", None).await.text();
+    assert!(metrics.contains(&series), "{metrics}");
 
     // Broadcast events reach everyone watching the broadcast.
     app.post(
@@ -189,6 +193,9 @@ async fn studio_and_public_chat_stay_apart() {
     while count != 1 {
         count = v.next_of("viewers").await["count"].as_u64().unwrap();
     }
+    let series = format!(r#"castyard_api_viewers{{broadcast="bc-{id}"}} 1"#);
+    let metrics = app.get("/metrics", None).await.text();
+    assert!(metrics.contains(&series), "{metrics}");
 }
 
 #[tokio::test]

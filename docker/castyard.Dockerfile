@@ -1,0 +1,24 @@
+# The API and web studio (`castyard api` in a cluster). Build from the repository root:
+#   docker build -f docker/castyard.Dockerfile -t castyard .
+FROM rust:1-bookworm AS build
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends nodejs npm \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN make web && mkdir -p frontend/dist
+RUN make release BIN=castyard
+
+FROM debian:bookworm-slim
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/castyard /usr/local/bin/castyard
+COPY --from=build /src/frontend/dist /usr/share/castyard/web
+COPY --from=build /src/frontend/node_modules/swagger-ui-dist /usr/share/castyard/swagger-ui
+ENV CASTYARD_WEB_DIR=/usr/share/castyard/web \
+    CASTYARD_SWAGGER_UI_DIR=/usr/share/castyard/swagger-ui \
+    CASTYARD_DATA_DIR=/var/lib/castyard
+RUN mkdir -p /var/lib/castyard && chown 65532:65532 /var/lib/castyard
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["castyard"]
+CMD ["api"]

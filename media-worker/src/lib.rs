@@ -1,0 +1,4 @@
+//! The media worker's roles and what they share; `main.rs` only parses the command line.
+#![forbid(unsafe_code)]
+
+pub mod metrics;
