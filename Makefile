@@ -59,4 +59,5 @@ openapi:
 ## Benchmarks print ratios against a reference measured in the same run.
 bench:
 	cargo bench -p castyard-api --bench http
+	cargo bench -p castyard-api --bench ingest
 	cargo bench -p castyard-operator --bench converge

@@ -68,8 +68,27 @@ pub struct UpArgs {
     /// binary, else the one on PATH.
     #[arg(long, env = "CASTYARD_MEDIA_WORKER")]
     pub media_worker: Option<PathBuf>,
+    /// Where OBS and other RTMP publishers connect (rtmp://<host>:<port>/live/<stream key>).
+    #[arg(long, env = "CASTYARD_RTMP_LISTEN", default_value = "127.0.0.1:1935")]
+    pub rtmp_listen: SocketAddr,
+    /// Run without the RTMP ingest.
+    #[arg(long, env = "CASTYARD_NO_RTMP_INGEST")]
+    pub no_rtmp_ingest: bool,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// rtmp://<public host>:<bound port>/live: what OBS is told to use.
+fn ingest_url(public_url: &str, bound: SocketAddr) -> String {
+    let host = url::Url::parse(public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| bound.ip().to_string());
+    format!(
+        "rtmp://{host}:{}/{}",
+        bound.port(),
+        castyard_media_worker::ingest::APP
+    )
 }
 
 fn media_worker(flag: Option<PathBuf>) -> PathBuf {
@@ -168,10 +187,39 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         media_worker(args.media_worker),
         data_dir.join("workers"),
     )));
-    let s = settings(Mode::Embedded, data_dir, args.listen, &args.common);
+    let mut s = settings(Mode::Embedded, data_dir.clone(), args.listen, &args.common);
+    let rtmp = if args.no_rtmp_ingest {
+        None
+    } else {
+        let l = tokio::net::TcpListener::bind(args.rtmp_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding {} for the RTMP ingest (see --rtmp-listen, --no-rtmp-ingest)",
+                    args.rtmp_listen
+                )
+            })?;
+        s.ingest_url = Some(ingest_url(&s.public_url, l.local_addr()?));
+        Some(l)
+    };
     let hub = Hub::in_process(&s.replica_id);
     let backend = Arc::new(EmbeddedBackend::with_workers(workers.clone()));
     let state = AppState::new(db, s, &master, hub, backend);
+    if let Some(listener) = rtmp {
+        let ingest = castyard_media_worker::ingest::Ingest::new(
+            castyard_media_worker::ingest::IngestConfig::new(&data_dir),
+            Arc::new(crate::ingest::Hooks(state.clone())),
+        );
+        tracing::info!(
+            url = state.settings.ingest_url.as_deref(),
+            "RTMP ingest listening"
+        );
+        tokio::spawn(async move {
+            if let Err(e) = ingest.serve(listener).await {
+                tracing::error!(error = %e, "the RTMP ingest stopped");
+            }
+        });
+    }
     // Workers died with the last run (their parent-death signal): start what should run.
     let resumed = crate::routes::broadcasts::resync(&state)
         .await

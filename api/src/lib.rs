@@ -8,6 +8,7 @@ pub mod cli;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod ingest;
 pub mod metrics;
 pub mod ratelimit;
 pub mod realtime;

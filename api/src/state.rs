@@ -48,6 +48,8 @@ pub struct Settings {
     pub chat_refill: Duration,
     pub ws_max_message: usize,
     pub rtmp_probe_timeout: Duration,
+    /// rtmp://host:port/live when this process runs the RTMP ingest.
+    pub ingest_url: Option<String>,
     /// Names this process in cross-replica messages (viewer counts).
     pub replica_id: String,
 }
@@ -74,12 +76,17 @@ impl Settings {
             chat_refill: Duration::from_secs(1),
             ws_max_message: 8 * 1024,
             rtmp_probe_timeout: Duration::from_secs(10),
+            ingest_url: None,
             replica_id: crate::db::new_id(),
         }
     }
 
     pub fn recordings_dir(&self) -> PathBuf {
         self.data_dir.join("recordings")
+    }
+
+    pub fn hls_dir(&self) -> PathBuf {
+        self.data_dir.join("hls")
     }
 
     pub fn uploads_dir(&self) -> PathBuf {

@@ -15,6 +15,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::serve))
+        .route("/hls/{id}/{file}", get(hls))
         .route("/api-docs", get(swagger_index))
         .route("/api-docs/", get(swagger_index))
         .route(
@@ -95,4 +96,42 @@ async fn no_frontend() -> Html<&'static str> {
          <p>The web studio is not built in this installation. The API is at \
          <a href=\"/api-docs\">/api-docs</a> and <a href=\"/api/status\">/api/status</a>.</p>",
     )
+}
+
+/// A live ingest's HLS playlist and segments, public like the watch page. Only the names the
+/// remuxer writes are served, so nothing else under the data directory is reachable.
+async fn hls(
+    State(state): State<AppState>,
+    crate::error::PathParams((id, file)): crate::error::PathParams<(String, String)>,
+    req: axum::extract::Request,
+) -> Result<Response, Error> {
+    use tower::ServiceExt;
+    let id = crate::error::parse_id(&id, "stream")?;
+    let (mime, cache) = if file == "index.m3u8" {
+        // Players poll the playlist: never serve a stale one.
+        ("application/vnd.apple.mpegurl", "no-cache")
+    } else if file
+        .strip_prefix("seg")
+        .and_then(|f| f.strip_suffix(".ts"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        ("video/mp2t", "public, max-age=3600")
+    } else {
+        return Err(Error::NotFound("HLS file"));
+    };
+    let path = state.settings.hls_dir().join(&id).join(&file);
+    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return Err(Error::NotFound("HLS file"));
+    }
+    let mime = mime.parse().expect("a valid MIME type");
+    let mut resp = tower_http::services::ServeFile::new_with_mime(path, &mime)
+        .oneshot(req)
+        .await
+        .map_err(|e| Error::Internal(e.into()))?
+        .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static(cache),
+    );
+    Ok(resp)
 }

@@ -1,4 +1,5 @@
 //! The media worker's roles and what they share; `main.rs` only parses the command line.
 #![forbid(unsafe_code)]
 
+pub mod ingest;
 pub mod metrics;

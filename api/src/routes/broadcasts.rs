@@ -35,6 +35,127 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(add_destination))
         .routes(routes!(remove_destination))
         .routes(routes!(test_destination))
+        .routes(routes!(new_ingest_key, revoke_ingest_key))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestKeyView {
+    /// Shown this once: only its hash is stored. Paste it into OBS as the stream key.
+    pub stream_key: String,
+    /// OBS's "Server": rtmp://host:port/live.
+    pub server_url: String,
+    /// Server and key together, for ffmpeg and other tools.
+    pub url: String,
+}
+
+/// Generate the broadcast's RTMP ingest key (OBS), replacing any previous one: the old key is
+/// refused from now on, though a publish already running goes on.
+#[utoipa::path(post, path = "/{id}/ingest-key", tag = "broadcasts", security(("bearer" = [])),
+    responses((status = 201, body = IngestKeyView), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "the broadcast has ended, or this server has no RTMP ingest")))]
+async fn new_ingest_key(
+    State(state): State<AppState>,
+    user: AuthUser,
+    PathParams(id): PathParams<String>,
+) -> Result<(StatusCode, Json<IngestKeyView>)> {
+    let server_url = state
+        .settings
+        .ingest_url
+        .clone()
+        .ok_or_else(|| Error::Conflict("this server does not run the RTMP ingest".into()))?;
+    let (stream_key, hash) = crate::crypto::new_token();
+    set_ingest_key(&state, &user, &id, Some(&hash)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IngestKeyView {
+            url: format!("{server_url}/{stream_key}"),
+            stream_key,
+            server_url,
+        }),
+    ))
+}
+
+/// Revoke the broadcast's RTMP ingest key: publishing with it is refused from now on.
+#[utoipa::path(delete, path = "/{id}/ingest-key", tag = "broadcasts", security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn revoke_ingest_key(
+    State(state): State<AppState>,
+    user: AuthUser,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode> {
+    set_ingest_key(&state, &user, &id, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stores an ingest key's hash (None revokes); only a broadcast that has not ended takes one.
+async fn set_ingest_key(
+    state: &AppState,
+    user: &AuthUser,
+    id: &str,
+    hash: Option<&str>,
+) -> Result<()> {
+    let mut tx = state.db.writer.begin().await?;
+    let b = load_owned(&mut tx, user, id).await?;
+    if hash.is_some() && b.spec.state == DesiredState::Ended {
+        return Err(Error::Conflict("the broadcast has ended".into()));
+    }
+    sqlx::query("UPDATE broadcasts SET ingest_key_hash = $1 WHERE id = $2")
+        .bind(hash)
+        .bind(&b.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A broadcast whose RTMP ingest started or stopped: its state, times and watchers follow.
+/// The ingest is the show, so no workers are started for it.
+pub async fn ingest_transition(state: &AppState, id: &str, to: DesiredState) -> Result<()> {
+    let mut tx = state.db.writer.begin().await?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS}, owner_id FROM broadcasts WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound("broadcast"))?;
+    let owner: String = row.try_get("owner_id")?;
+    let mut b = stored(&row)?;
+    if b.spec.state == to || b.spec.state == DesiredState::Ended {
+        return Ok(());
+    }
+    b.spec.state = to;
+    let now = now_ms();
+    match to {
+        DesiredState::Live => b.started_at = b.started_at.or(Some(now)),
+        DesiredState::Ended => b.ended_at = Some(now),
+        DesiredState::Backstage => {}
+    }
+    b.updated_at = now;
+    sqlx::query("UPDATE broadcasts SET state = $1, spec = $2, started_at = $3, ended_at = $4, updated_at = $5 WHERE id = $6")
+        .bind(state_str(to))
+        .bind(serde_json::to_string(&b.spec).map_err(anyhow::Error::from)?)
+        .bind(b.started_at)
+        .bind(b.ended_at)
+        .bind(b.updated_at)
+        .bind(&b.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    changed(state, &owner);
+    let event = match to {
+        DesiredState::Live => BroadcastEvent::Started,
+        _ => BroadcastEvent::Ended,
+    };
+    state
+        .hub
+        .publish(Event::Broadcast {
+            broadcast_id: b.id,
+            event,
+        })
+        .await;
+    Ok(())
 }
 
 #[derive(Deserialize, ToSchema)]

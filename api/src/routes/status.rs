@@ -52,7 +52,7 @@ pub struct StreamView {
     pub ended_at: Option<String>,
     /// A still of the live show; absent until the media workers produce one.
     pub thumbnail_url: Option<String>,
-    /// The HLS playlist; absent until the compositor publishes one.
+    /// The HLS playlist; absent until an RTMP ingest (or the compositor) publishes one.
     pub hls_url: Option<String>,
     pub watch_url: String,
 }
@@ -98,7 +98,13 @@ fn to_view(state: &AppState, r: &sqlx::any::AnyRow) -> Result<StreamView> {
         started_at: r.try_get::<Option<i64>, _>("started_at")?.map(rfc3339),
         ended_at: r.try_get::<Option<i64>, _>("ended_at")?.map(rfc3339),
         thumbnail_url: None,
-        hls_url: None,
+        hls_url: state
+            .settings
+            .hls_dir()
+            .join(&id)
+            .join("index.m3u8")
+            .exists()
+            .then(|| format!("{}/hls/{id}/index.m3u8", state.settings.public_url)),
         id,
     })
 }

@@ -21,6 +21,8 @@ fn spawn_up(
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_castyard"));
     cmd.args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data)
+        // Tests run side by side: each ingest on a port of its own.
+        .args(["--rtmp-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped());
     configure(&mut cmd);
     let mut child = cmd.spawn().unwrap();

@@ -6,6 +6,7 @@ mod auth;
 mod broadcasts;
 mod cli;
 mod files;
+mod ingest;
 mod kubernetes;
 mod metrics_catalog;
 mod realtime;

@@ -1,0 +1,87 @@
+//! The API's side of the RTMP ingest: stream keys checked against the database, and a
+//! publish's start and end turned into broadcast state and a recordings row.
+
+use std::path::Path;
+
+use castyard_crd::DesiredState;
+use castyard_media_worker::ingest::{Grant, IngestHooks, Recording};
+use sqlx::Row;
+
+use crate::db::{new_id, now_ms};
+use crate::routes::broadcasts::ingest_transition;
+use crate::state::AppState;
+
+pub struct Hooks(pub AppState);
+
+/// A path under the data directory as the recordings table stores it (relative).
+fn relative(data_dir: &Path, path: &Path) -> anyhow::Result<String> {
+    let rel = path.strip_prefix(data_dir)?;
+    rel.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("recording path is not UTF-8"))
+}
+
+#[async_trait::async_trait]
+impl IngestHooks for Hooks {
+    async fn authorize(&self, stream_key: &str) -> anyhow::Result<Option<Grant>> {
+        let hash = crate::crypto::token_hash(stream_key);
+        let row = sqlx::query("SELECT id, state FROM broadcasts WHERE ingest_key_hash = $1")
+            .bind(&hash)
+            .fetch_optional(&self.0.db.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        if row.try_get::<String, _>("state")? == "Ended" {
+            return Ok(None);
+        }
+        Ok(Some(Grant {
+            broadcast_id: row.try_get("id")?,
+            recording_id: new_id(),
+        }))
+    }
+
+    async fn started(&self, grant: &Grant) {
+        if let Err(e) = ingest_transition(&self.0, &grant.broadcast_id, DesiredState::Live).await {
+            tracing::warn!(broadcast = %grant.broadcast_id, error = %e, "could not mark the broadcast live");
+        }
+    }
+
+    async fn ended(&self, grant: &Grant, recording: Recording) {
+        if let Err(e) = self.record(grant, &recording).await {
+            tracing::warn!(broadcast = %grant.broadcast_id, error = %e, "could not register the recording");
+        }
+        if let Err(e) = ingest_transition(&self.0, &grant.broadcast_id, DesiredState::Ended).await {
+            tracing::warn!(broadcast = %grant.broadcast_id, error = %e, "could not end the broadcast");
+        }
+    }
+}
+
+impl Hooks {
+    async fn record(&self, grant: &Grant, r: &Recording) -> anyhow::Result<()> {
+        if r.size_bytes == 0 {
+            return Ok(());
+        }
+        let data = &self.0.settings.data_dir;
+        let b = sqlx::query("SELECT owner_id, title FROM broadcasts WHERE id = $1")
+            .bind(&grant.broadcast_id)
+            .fetch_one(&self.0.db.pool)
+            .await?;
+        let poster = r.poster.as_deref().map(|p| relative(data, p)).transpose()?;
+        sqlx::query(
+            "INSERT INTO recordings (id, owner_id, broadcast_id, title, path, poster_path, \
+             content_type, size_bytes, duration_ms, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'video/mp4', $7, $8, $9)",
+        )
+        .bind(&grant.recording_id)
+        .bind(b.try_get::<String, _>("owner_id")?)
+        .bind(&grant.broadcast_id)
+        .bind(b.try_get::<String, _>("title")?)
+        .bind(relative(data, &r.path)?)
+        .bind(poster)
+        .bind(i64::try_from(r.size_bytes)?)
+        .bind(i64::try_from(r.duration_ms)?)
+        .bind(now_ms())
+        .execute(&self.0.db.writer)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,439 @@
+//! RTMP ingest with real FFmpeg standing in for OBS: HLS, the recording, refusals, and floods.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use castyard_api::ingest::Hooks;
+use castyard_media_worker::ingest::{Ingest, IngestConfig};
+use serde_json::{Value, json};
+
+use crate::common::TestApp;
+
+struct Rig {
+    app: TestApp,
+    host: String,
+    id: String,
+    rtmp: u16,
+}
+
+async fn rig_with(tune: impl FnOnce(&mut IngestConfig)) -> Rig {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rtmp = listener.local_addr().unwrap().port();
+    let app = TestApp::sqlite_with(|s| {
+        s.ingest_url = Some(format!("rtmp://127.0.0.1:{rtmp}/live"));
+    })
+    .await;
+    let mut config = IngestConfig::new(&app.state.settings.data_dir);
+    config.hls_segment_seconds = 1;
+    tune(&mut config);
+    let ingest = Ingest::new(config, Arc::new(Hooks(app.state.clone())));
+    tokio::spawn(ingest.serve(listener));
+    let host = app.host("obs@example.com").await;
+    let id = app
+        .create_broadcast(&host, json!({"title": "OBS show"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Rig {
+        app,
+        host,
+        id,
+        rtmp,
+    }
+}
+
+impl Rig {
+    async fn new_key(&self) -> Value {
+        let r = self
+            .app
+            .post(
+                &format!("/api/broadcasts/{}/ingest-key", self.id),
+                Some(&self.host),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+        r.json
+    }
+
+    async fn state(&self) -> String {
+        let r = self
+            .app
+            .get(&format!("/api/broadcasts/{}", self.id), Some(&self.host))
+            .await;
+        r.json["state"].as_str().unwrap().to_owned()
+    }
+
+    async fn wait_state(&self, want: &str) {
+        for _ in 0..600 {
+            if self.state().await == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("broadcast never became {want}");
+    }
+
+    async fn recordings(&self) -> Vec<Value> {
+        let r = self.app.get("/api/recordings", Some(&self.host)).await;
+        r.json.as_array().unwrap().clone()
+    }
+}
+
+/// FFmpeg publishing a test pattern and a tone, H.264 + AAC, as OBS would.
+fn publish(url: &str, seconds: u32, realtime: bool) -> Child {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin"]);
+    if realtime {
+        cmd.arg("-re");
+    }
+    cmd.args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "30"])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k"])
+        .args(["-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+fn ffprobe(path: &std::path::Path, entries: &str) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", entries, "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn exited(mut child: Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        std::process::Output {
+            status,
+            stdout: vec![],
+            stderr: stderr.into_bytes(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_obs_publish_becomes_hls_a_live_stream_and_a_playable_recording() {
+    let rig = rig_with(|_| {}).await;
+    let key = rig.new_key().await;
+    assert_eq!(
+        key["serverUrl"],
+        format!("rtmp://127.0.0.1:{}/live", rig.rtmp)
+    );
+    let publisher = publish(key["url"].as_str().unwrap(), 4, true);
+
+    rig.wait_state("Live").await;
+    // Live now: listed with its HLS playlist once the first segment is out.
+    let mut hls_url = Value::Null;
+    for _ in 0..200 {
+        let streams = rig.app.get("/api/streams", None).await.json;
+        let mine = streams
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == rig.id.as_str())
+            .cloned()
+            .expect("the live ingest is listed");
+        if !mine["hlsUrl"].is_null() {
+            hls_url = mine["hlsUrl"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        hls_url,
+        format!("http://castyard.test/hls/{}/index.m3u8", rig.id)
+    );
+    let playlist = rig
+        .app
+        .get(&format!("/hls/{}/index.m3u8", rig.id), None)
+        .await;
+    assert_eq!(playlist.status, StatusCode::OK);
+    assert_eq!(
+        playlist.headers["content-type"],
+        "application/vnd.apple.mpegurl"
+    );
+    assert!(playlist.text().contains("#EXTM3U"), "{}", playlist.text());
+    let segment = playlist
+        .text()
+        .lines()
+        .find(|l| l.ends_with(".ts"))
+        .expect("a segment")
+        .to_owned();
+    let seg = rig
+        .app
+        .get(&format!("/hls/{}/{segment}", rig.id), None)
+        .await;
+    assert_eq!(seg.status, StatusCode::OK);
+    assert_eq!(seg.headers["content-type"], "video/mp2t");
+    // Passed through, not re-encoded: the publisher's codecs and size.
+    let hls_dir = rig.app.state.settings.hls_dir().join(&rig.id);
+    let streams = ffprobe(
+        &hls_dir.join("index.m3u8"),
+        "stream=codec_name,width,height",
+    );
+    assert!(streams.contains("h264,640,360"), "{streams}");
+    assert!(streams.contains("aac"), "{streams}");
+    // Only the remuxer's own file names are served.
+    for bad in ["..%2Fcastyard.db", "master.key", "seg.ts", "segx1.ts"] {
+        let r = rig.app.get(&format!("/hls/{}/{bad}", rig.id), None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{bad}");
+    }
+
+    let out = exited(publisher).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rig.wait_state("Ended").await;
+    let recs = rig.recordings().await;
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let rec = &recs[0];
+    assert_eq!(rec["broadcastId"], rig.id.as_str());
+    assert_eq!(rec["title"], "OBS show");
+    assert_eq!(rec["contentType"], "video/mp4");
+    let ms = rec["durationMs"].as_i64().unwrap();
+    assert!((3_500..=4_500).contains(&ms), "duration {ms} ms for 4 s");
+    assert!(rec["sizeBytes"].as_i64().unwrap() > 10_000);
+    assert!(rec["posterUrl"].is_string(), "{rec}");
+    let file = rig
+        .app
+        .state
+        .settings
+        .recordings_dir()
+        .join(format!("{}.mp4", rec["id"].as_str().unwrap()));
+    let probed = ffprobe(&file, "format=duration");
+    let secs: f64 = probed.trim().parse().unwrap();
+    assert!((3.5..=4.6).contains(&secs), "recording lasts {secs} s");
+    // Seekable: a Range request gets part of the file.
+    let r = rig
+        .app
+        .send(
+            axum::http::Request::get(rec["fileUrl"].as_str().unwrap())
+                .header("range", "bytes=0-99")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    // No longer live.
+    let streams = rig.app.get("/api/streams", None).await.json;
+    assert!(
+        !streams
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == rig.id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn unknown_rotated_and_revoked_keys_and_a_second_publisher_are_refused() {
+    let rig = rig_with(|_| {}).await;
+    let before = rig.app.snapshot().await;
+    let wrong = format!("rtmp://127.0.0.1:{}/live/not-a-key", rig.rtmp);
+    let out = exited(publish(&wrong, 1, false)).await;
+    assert!(!out.status.success(), "an unknown key is refused");
+    assert_eq!(rig.app.snapshot().await, before, "and changes nothing");
+    assert_eq!(rig.state().await, "Backstage");
+    assert!(!rig.app.state.settings.hls_dir().join(&rig.id).exists());
+
+    let old = rig.new_key().await;
+    let key = rig.new_key().await;
+    assert_ne!(old["streamKey"], key["streamKey"]);
+    let out = exited(publish(old["url"].as_str().unwrap(), 1, false)).await;
+    assert!(!out.status.success(), "a rotated-out key is refused");
+
+    let first = publish(key["url"].as_str().unwrap(), 3, true);
+    rig.wait_state("Live").await;
+    let second = exited(publish(key["url"].as_str().unwrap(), 1, false)).await;
+    assert!(!second.status.success(), "a second publisher is refused");
+    let out = exited(first).await;
+    assert!(
+        out.status.success(),
+        "the first publisher was undisturbed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rig.wait_state("Ended").await;
+    assert_eq!(rig.recordings().await.len(), 1);
+
+    // An ended broadcast takes no new key, and its key no longer publishes.
+    let r = rig
+        .app
+        .post(
+            &format!("/api/broadcasts/{}/ingest-key", rig.id),
+            Some(&rig.host),
+            json!({}),
+        )
+        .await;
+    r.error(StatusCode::CONFLICT);
+    let out = exited(publish(key["url"].as_str().unwrap(), 1, false)).await;
+    assert!(!out.status.success());
+    assert_eq!(rig.recordings().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_and_keys_are_the_owners_alone() {
+    let rig = rig_with(|_| {}).await;
+    let key = rig.new_key().await;
+    let r = rig
+        .app
+        .call(
+            Method::DELETE,
+            &format!("/api/broadcasts/{}/ingest-key", rig.id),
+            Some(&rig.host),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let out = exited(publish(key["url"].as_str().unwrap(), 1, false)).await;
+    assert!(!out.status.success());
+    assert_eq!(rig.state().await, "Backstage");
+
+    let other = rig.app.host("other@example.com").await;
+    let before = rig.app.snapshot().await;
+    for method in [Method::POST, Method::DELETE] {
+        let r = rig
+            .app
+            .call(
+                method,
+                &format!("/api/broadcasts/{}/ingest-key", rig.id),
+                Some(&other),
+                Some(json!({})),
+            )
+            .await;
+        r.error(StatusCode::NOT_FOUND);
+    }
+    assert_eq!(rig.app.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn a_server_without_the_ingest_hands_out_no_key() {
+    let app = TestApp::sqlite().await;
+    let host = app.host("h@example.com").await;
+    let id = app.create_broadcast(&host, json!({"title": "t"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .post(
+            &format!("/api/broadcasts/{id}/ingest-key"),
+            Some(&host),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.error(StatusCode::CONFLICT), "conflict");
+    assert!(r.text().contains("RTMP ingest"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_publisher_killed_mid_stream_leaves_a_finalized_playable_recording() {
+    let rig = rig_with(|_| {}).await;
+    let key = rig.new_key().await;
+    let mut publisher = publish(key["url"].as_str().unwrap(), 30, true);
+    rig.wait_state("Live").await;
+    let hls = rig.app.state.settings.hls_dir().join(&rig.id);
+    // A few seconds in: at least two segments out.
+    for _ in 0..200 {
+        let segs = std::fs::read_dir(&hls)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "ts")
+                })
+                .count()
+            })
+            .unwrap_or(0);
+        if segs >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    publisher.kill().unwrap();
+    publisher.wait().unwrap();
+
+    rig.wait_state("Ended").await;
+    let recs = rig.recordings().await;
+    assert_eq!(recs.len(), 1);
+    let file = rig
+        .app
+        .state
+        .settings
+        .recordings_dir()
+        .join(format!("{}.mp4", recs[0]["id"].as_str().unwrap()));
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let decoded: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(decoded >= 30, "only {decoded} frames decode");
+    // The playlist says the stream ended.
+    let playlist = std::fs::read_to_string(hls.join("index.m3u8")).unwrap();
+    assert!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
+}
+
+#[tokio::test]
+async fn garbage_and_handshake_floods_do_not_keep_a_publisher_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rig = rig_with(|c| {
+        c.max_connections = 4;
+        c.handshake_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let addr = format!("127.0.0.1:{}", rig.rtmp);
+    // Garbage instead of a handshake: the connection is closed.
+    let mut g = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    g.write_all(&[0xff; 4096]).await.unwrap();
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match g.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a garbage connection is closed");
+    // More silent connections than slots: each is dropped at the handshake timeout.
+    let mut flood = vec![];
+    for _ in 0..12 {
+        flood.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let key = rig.new_key().await;
+    let out = exited(publish(key["url"].as_str().unwrap(), 1, false)).await;
+    assert!(
+        out.status.success(),
+        "the publisher got in after the flood: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rig.wait_state("Ended").await;
+    assert_eq!(rig.recordings().await.len(), 1);
+    drop(flood);
+}

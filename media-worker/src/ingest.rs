@@ -1,0 +1,522 @@
+//! RTMP ingest (rml_rtmp): takes OBS/FFmpeg publishes by stream key and remuxes them, without
+//! re-encoding, to HLS and a fragmented-MP4 recording through one `ffmpeg -c copy`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::Semaphore;
+
+/// The RTMP application publishers use: rtmp://host/live/<stream key>.
+pub const APP: &str = "live";
+
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// HLS goes to `<hls_root>/<broadcast id>/index.m3u8`.
+    pub hls_root: PathBuf,
+    /// Recordings go to `<recordings_root>/<recording id>.mp4`, posters beside them.
+    pub recordings_root: PathBuf,
+    pub ffmpeg: PathBuf,
+    /// A connection must finish the handshake and ask to publish within this.
+    pub handshake_timeout: Duration,
+    /// A publisher silent this long is dropped (and its recording finalized).
+    pub idle_timeout: Duration,
+    /// Connections at once; more wait in the kernel's backlog rather than cost a task each.
+    pub max_connections: usize,
+    pub hls_segment_seconds: u32,
+}
+
+impl IngestConfig {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            hls_root: data_dir.join("hls"),
+            recordings_root: data_dir.join("recordings"),
+            ffmpeg: "ffmpeg".into(),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 256,
+            hls_segment_seconds: 2,
+        }
+    }
+}
+
+/// What a stream key opened: the broadcast it publishes, and the recording it makes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub broadcast_id: String,
+    pub recording_id: String,
+}
+
+/// A finished ingest's recording.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    pub path: PathBuf,
+    pub poster: Option<PathBuf>,
+    pub duration_ms: u64,
+    pub size_bytes: u64,
+}
+
+/// What the ingest asks of the API side: keys, and lifecycle updates.
+#[async_trait::async_trait]
+pub trait IngestHooks: Send + Sync + 'static {
+    /// The broadcast a stream key publishes to, or None when the key is unknown, revoked or
+    /// its broadcast has ended.
+    async fn authorize(&self, stream_key: &str) -> anyhow::Result<Option<Grant>>;
+    async fn started(&self, grant: &Grant);
+    async fn ended(&self, grant: &Grant, recording: Recording);
+}
+
+/// Why a publish was refused; what the publisher is told in NetStream.Publish.BadName.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownKey,
+    AlreadyPublishing,
+    WrongApp,
+}
+
+impl Refusal {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::UnknownKey => "unknown or revoked stream key",
+            Self::AlreadyPublishing => "this stream key is already publishing",
+            Self::WrongApp => "publish to rtmp://<host>/live/<stream key>",
+        }
+    }
+}
+
+pub struct Ingest {
+    config: IngestConfig,
+    hooks: Arc<dyn IngestHooks>,
+    /// Broadcasts with a publisher now: a second publisher on one key is refused.
+    publishing: Mutex<HashSet<String>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Ingest {
+    pub fn new(config: IngestConfig, hooks: Arc<dyn IngestHooks>) -> Arc<Self> {
+        let slots = Arc::new(Semaphore::new(config.max_connections));
+        Arc::new(Self {
+            config,
+            hooks,
+            publishing: Mutex::default(),
+            slots,
+        })
+    }
+
+    pub fn is_publishing(&self, broadcast_id: &str) -> bool {
+        self.publishing
+            .lock()
+            .expect("lock poisoned")
+            .contains(broadcast_id)
+    }
+
+    /// Accepts connections until the listener fails; each publisher runs on its own task.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        loop {
+            let permit = self.slots.clone().acquire_owned().await?;
+            let (tcp, peer) = listener.accept().await.context("accepting RTMP")?;
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = this.connection(tcp, peer).await {
+                    tracing::info!(%peer, error = %e, "RTMP connection closed");
+                }
+            });
+        }
+    }
+
+    async fn connection(&self, mut tcp: TcpStream, peer: SocketAddr) -> anyhow::Result<()> {
+        tcp.set_nodelay(true).ok();
+        let setup = tokio::time::timeout(self.config.handshake_timeout, self.setup(&mut tcp));
+        let (session, request, key, leftover) = match setup.await {
+            Ok(r) => r?,
+            Err(_) => anyhow::bail!("no publish request within the handshake timeout"),
+        };
+        self.publish(tcp, peer, session, request, key, leftover)
+            .await
+    }
+
+    /// Handshake and session up to the publish request: (session, request id, key, bytes
+    /// already read past it).
+    async fn setup(
+        &self,
+        tcp: &mut TcpStream,
+    ) -> anyhow::Result<(ServerSession, u32, String, Vec<u8>)> {
+        let mut handshake = Handshake::new(PeerType::Server);
+        let mut buf = vec![0u8; 8192];
+        let remaining = loop {
+            let n = tcp.read(&mut buf).await?;
+            anyhow::ensure!(n > 0, "closed during the handshake");
+            match handshake
+                .process_bytes(&buf[..n])
+                .map_err(|e| anyhow::anyhow!("bad RTMP handshake: {e:?}"))?
+            {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    tcp.write_all(&response_bytes).await?
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    tcp.write_all(&response_bytes).await?;
+                    break remaining_bytes;
+                }
+            }
+        };
+        let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())
+            .map_err(|e| anyhow::anyhow!("RTMP session: {e:?}"))?;
+        send(tcp, initial).await?;
+        let mut pending = remaining;
+        loop {
+            if !pending.is_empty() {
+                let results = session
+                    .handle_input(&pending)
+                    .map_err(|e| anyhow::anyhow!("bad RTMP data: {e:?}"))?;
+                pending.clear();
+                for r in results {
+                    match r {
+                        ServerSessionResult::OutboundResponse(p) => tcp.write_all(&p.bytes).await?,
+                        ServerSessionResult::RaisedEvent(ev) => match ev {
+                            ServerSessionEvent::ConnectionRequested {
+                                request_id,
+                                app_name,
+                            } => {
+                                if app_name != APP {
+                                    let out = session
+                                        .reject_request(
+                                            request_id,
+                                            "NetConnection.Connect.Rejected",
+                                            Refusal::WrongApp.describe(),
+                                        )
+                                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                                    send(tcp, out).await?;
+                                    anyhow::bail!("refused: connect to app {app_name:?}");
+                                }
+                                let out = session
+                                    .accept_request(request_id)
+                                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                                send(tcp, out).await?;
+                            }
+                            ServerSessionEvent::PublishStreamRequested {
+                                request_id,
+                                stream_key,
+                                ..
+                            } => return Ok((session, request_id, stream_key, Vec::new())),
+                            ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
+                                let out = session
+                                    .reject_request(
+                                        request_id,
+                                        "NetStream.Play.Failed",
+                                        "RTMP playback is not offered; watch over HLS",
+                                    )
+                                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                                send(tcp, out).await?;
+                                anyhow::bail!("refused: RTMP play");
+                            }
+                            _ => {}
+                        },
+                        ServerSessionResult::UnhandleableMessageReceived(_) => {}
+                    }
+                }
+            }
+            let n = tcp.read(&mut buf).await?;
+            anyhow::ensure!(n > 0, "closed before publishing");
+            pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn publish(
+        &self,
+        mut tcp: TcpStream,
+        peer: SocketAddr,
+        mut session: ServerSession,
+        request: u32,
+        key: String,
+        mut pending: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        // The key is checked before anything is spawned or written.
+        let grant = match self.hooks.authorize(&key).await? {
+            Some(g) => g,
+            None => return refuse(&mut tcp, &mut session, request, Refusal::UnknownKey).await,
+        };
+        if !self
+            .publishing
+            .lock()
+            .expect("lock poisoned")
+            .insert(grant.broadcast_id.clone())
+        {
+            return refuse(&mut tcp, &mut session, request, Refusal::AlreadyPublishing).await;
+        }
+        let _publishing = Publishing {
+            set: &self.publishing,
+            id: grant.broadcast_id.clone(),
+        };
+        let out = session
+            .accept_request(request)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        send(&mut tcp, out).await?;
+        tracing::info!(%peer, broadcast = %grant.broadcast_id, "ingest started");
+
+        let mut output = Remux::start(&self.config, &grant).await?;
+        self.hooks.started(&grant).await;
+        let streamed = self
+            .stream(&mut tcp, &mut session, &mut output, &mut pending)
+            .await;
+        if let Err(e) = &streamed {
+            tracing::info!(%peer, broadcast = %grant.broadcast_id, error = %e, "ingest interrupted");
+        }
+        // However the publisher went, the recording is finalized and registered.
+        let recording = output.finish(&self.config).await?;
+        tracing::info!(
+            broadcast = %grant.broadcast_id,
+            duration_ms = recording.duration_ms,
+            size_bytes = recording.size_bytes,
+            "ingest ended"
+        );
+        self.hooks.ended(&grant, recording).await;
+        Ok(())
+    }
+
+    async fn stream(
+        &self,
+        tcp: &mut TcpStream,
+        session: &mut ServerSession,
+        output: &mut Remux,
+        pending: &mut Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if !pending.is_empty() {
+                let results = session
+                    .handle_input(pending)
+                    .map_err(|e| anyhow::anyhow!("bad RTMP data: {e:?}"))?;
+                pending.clear();
+                for r in results {
+                    match r {
+                        ServerSessionResult::OutboundResponse(p) => tcp.write_all(&p.bytes).await?,
+                        ServerSessionResult::RaisedEvent(ev) => match ev {
+                            ServerSessionEvent::VideoDataReceived {
+                                data, timestamp, ..
+                            } => output.tag(9, timestamp.value, &data).await?,
+                            ServerSessionEvent::AudioDataReceived {
+                                data, timestamp, ..
+                            } => output.tag(8, timestamp.value, &data).await?,
+                            ServerSessionEvent::PublishStreamFinished { .. } => return Ok(()),
+                            _ => {}
+                        },
+                        ServerSessionResult::UnhandleableMessageReceived(_) => {}
+                    }
+                }
+            }
+            let n = tokio::time::timeout(self.config.idle_timeout, tcp.read(&mut buf))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("publisher silent for {:?}", self.config.idle_timeout)
+                })??;
+            if n == 0 {
+                return Ok(());
+            }
+            pending.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+/// Removes a broadcast from the publishing set however its publish ends.
+struct Publishing<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl Drop for Publishing<'_> {
+    fn drop(&mut self) {
+        self.set.lock().expect("lock poisoned").remove(&self.id);
+    }
+}
+
+async fn send(tcp: &mut TcpStream, results: Vec<ServerSessionResult>) -> anyhow::Result<()> {
+    for r in results {
+        if let ServerSessionResult::OutboundResponse(p) = r {
+            tcp.write_all(&p.bytes).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn refuse(
+    tcp: &mut TcpStream,
+    session: &mut ServerSession,
+    request: u32,
+    why: Refusal,
+) -> anyhow::Result<()> {
+    let out = session
+        .reject_request(request, "NetStream.Publish.BadName", why.describe())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    send(tcp, out).await?;
+    tcp.shutdown().await.ok();
+    anyhow::bail!("publish refused: {}", why.describe())
+}
+
+/// One `ffmpeg -c copy` fed FLV on stdin, writing HLS and the fragmented-MP4 recording.
+struct Remux {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    recording: PathBuf,
+    first_ms: Option<u32>,
+    last_ms: u32,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Remux {
+    async fn start(config: &IngestConfig, grant: &Grant) -> anyhow::Result<Self> {
+        let hls = config.hls_root.join(&grant.broadcast_id);
+        // A previous publish's segments would be served as this one's.
+        let _ = tokio::fs::remove_dir_all(&hls).await;
+        tokio::fs::create_dir_all(&hls).await?;
+        tokio::fs::create_dir_all(&config.recordings_root).await?;
+        let recording = config
+            .recordings_root
+            .join(format!("{}.mp4", grant.recording_id));
+        let mut cmd = Command::new(&config.ffmpeg);
+        cmd.args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "flv",
+            "-i",
+            "pipe:0",
+        ])
+        .args(["-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "hls"])
+        .args(["-hls_time", &config.hls_segment_seconds.to_string()])
+        .args(["-hls_list_size", "10"])
+        .args([
+            "-hls_flags",
+            "delete_segments+independent_segments+temp_file",
+        ])
+        .arg("-hls_segment_filename")
+        .arg(hls.join("seg%05d.ts"))
+        .arg(hls.join("index.m3u8"))
+        // Fragmented: a killed ingest still leaves a playable file up to the last fragment.
+        .args(["-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "mp4"])
+        .args(["-movflags", "+frag_keyframe+empty_moov+default_base_moof"])
+        .arg(&recording)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", config.ffmpeg.display()))?;
+        let stdin = child.stdin.take();
+        let mut err = child.stderr.take().expect("stderr is piped");
+        let stderr = tokio::spawn(async move {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s).await;
+            s
+        });
+        let mut this = Self {
+            child,
+            stdin,
+            recording,
+            first_ms: None,
+            last_ms: 0,
+            stderr,
+        };
+        // FLV header (audio and video present) and PreviousTagSize0.
+        this.write(&[b'F', b'L', b'V', 1, 5, 0, 0, 0, 9, 0, 0, 0, 0])
+            .await?;
+        Ok(this)
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("remuxer input closed")?;
+        stdin
+            .write_all(bytes)
+            .await
+            .context("the remuxer (ffmpeg) stopped taking input")
+    }
+
+    /// One FLV tag: RTMP audio/video message bodies are FLV tag bodies already.
+    async fn tag(&mut self, kind: u8, timestamp_ms: u32, data: &[u8]) -> anyhow::Result<()> {
+        let size = u32::try_from(data.len()).context("RTMP message too large")?;
+        anyhow::ensure!(size < 1 << 24, "RTMP message too large");
+        // Sequence headers come at time 0; the stream's span is measured from media after them.
+        if timestamp_ms > 0 || self.first_ms.is_some() {
+            self.first_ms.get_or_insert(timestamp_ms);
+            self.last_ms = self.last_ms.max(timestamp_ms);
+        }
+        let mut header = [0u8; 11];
+        header[0] = kind;
+        header[1..4].copy_from_slice(&size.to_be_bytes()[1..]);
+        header[4..7].copy_from_slice(&timestamp_ms.to_be_bytes()[1..]);
+        header[7] = timestamp_ms.to_be_bytes()[0];
+        self.write(&header).await?;
+        self.write(data).await?;
+        self.write(&(size + 11).to_be_bytes()).await
+    }
+
+    async fn finish(mut self, config: &IngestConfig) -> anyhow::Result<Recording> {
+        // EOF on stdin: ffmpeg writes the last segment, ENDLIST and the last fragment.
+        drop(self.stdin.take());
+        let status = match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
+            Ok(s) => s?,
+            Err(_) => {
+                self.child.kill().await.ok();
+                self.child.wait().await?
+            }
+        };
+        if !status.success() {
+            let err = (&mut self.stderr).await.unwrap_or_default();
+            tracing::warn!(%status, stderr = %err.trim(), "remuxer exited with an error");
+        }
+        let size_bytes = tokio::fs::metadata(&self.recording)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let duration_ms = u64::from(self.last_ms - self.first_ms.unwrap_or(self.last_ms));
+        let poster = poster(config, &self.recording, duration_ms).await;
+        Ok(Recording {
+            path: self.recording,
+            poster,
+            duration_ms,
+            size_bytes,
+        })
+    }
+}
+
+/// A still from the middle of the first seconds, for the library; None when there is no video.
+async fn poster(config: &IngestConfig, recording: &Path, duration_ms: u64) -> Option<PathBuf> {
+    let out = recording.with_extension("jpg");
+    let at = (duration_ms / 2).min(2_000) as f64 / 1000.0;
+    let status = Command::new(&config.ffmpeg)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-ss",
+            &format!("{at:.3}"),
+            "-i",
+        ])
+        .arg(recording)
+        .args(["-frames:v", "1", "-vf", "scale=640:-2"])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .ok()?;
+    (status.success() && out.exists()).then_some(out)
+}
