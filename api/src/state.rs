@@ -106,6 +106,9 @@ pub struct Shared {
     pub started: Instant,
     /// Set only on SQLite, where this process is the only writer; see `cache`.
     pub broadcasts: Option<OwnerCache<OwnerBroadcasts>>,
+    /// The RTMP ingest when this process runs it (set once, after the state exists, because
+    /// the ingest's hooks hold the state).
+    pub ingest: std::sync::OnceLock<Arc<castyard_media_worker::ingest::Ingest>>,
 }
 
 #[derive(Clone)]
@@ -139,6 +142,7 @@ impl AppState {
             settings,
             started: Instant::now(),
             broadcasts,
+            ingest: std::sync::OnceLock::new(),
         }))
     }
 }

@@ -16,6 +16,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::serve))
         .route("/hls/{id}/{file}", get(hls))
+        .route("/live/{file}", get(http_flv))
         .route("/api-docs", get(swagger_index))
         .route("/api-docs/", get(swagger_index))
         .route(
@@ -134,4 +135,39 @@ async fn hls(
         axum::http::HeaderValue::from_static(cache),
     );
     Ok(resp)
+}
+
+/// Low-latency HTTP-FLV of a live RTMP ingest (`/live/<id>.flv`, for flv.js or ffplay): the
+/// codec headers and the current GOP, then the live tags. A viewer that falls behind is cut
+/// off rather than slowing anyone.
+async fn http_flv(
+    State(state): State<AppState>,
+    crate::error::PathParams(file): crate::error::PathParams<String>,
+) -> Result<Response, Error> {
+    use castyard_media_worker::flv;
+    use futures::StreamExt;
+    let id = file
+        .strip_suffix(".flv")
+        .ok_or(Error::NotFound("live stream"))?;
+    let id = crate::error::parse_id(id, "stream")?;
+    let (first, rx) = state
+        .ingest
+        .get()
+        .and_then(|i| i.watch(&id))
+        .ok_or(Error::NotFound("live stream"))?;
+    let head = std::iter::once(bytes::Bytes::from_static(&flv::HEADER))
+        .chain(first.into_iter().map(|t| t.encode()))
+        .map(Ok::<_, std::io::Error>);
+    let live = tokio_stream::wrappers::BroadcastStream::new(rx)
+        .take_while(|r| std::future::ready(r.is_ok()))
+        .filter_map(|r| std::future::ready(r.ok().map(|t| Ok(t.encode()))));
+    let body = axum::body::Body::from_stream(futures::stream::iter(head).chain(live));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "video/x-flv"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
 }

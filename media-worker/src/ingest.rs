@@ -1,7 +1,7 @@
 //! RTMP ingest (rml_rtmp): takes OBS/FFmpeg publishes by stream key and remuxes them, without
 //! re-encoding, to HLS and a fragmented-MP4 recording through one `ffmpeg -c copy`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,7 +16,9 @@ use rml_rtmp::sessions::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, broadcast};
+
+use crate::flv::{self, Channel, Tag};
 
 /// The RTMP application publishers use: rtmp://host/live/<stream key>.
 pub const APP: &str = "live";
@@ -98,8 +100,9 @@ impl Refusal {
 pub struct Ingest {
     config: IngestConfig,
     hooks: Arc<dyn IngestHooks>,
-    /// Broadcasts with a publisher now: a second publisher on one key is refused.
-    publishing: Mutex<HashSet<String>>,
+    /// Broadcasts with a publisher now, and their tags for late joiners: a second publisher
+    /// on one key is refused.
+    publishing: Mutex<HashMap<String, Arc<Channel>>>,
     slots: Arc<Semaphore>,
 }
 
@@ -115,10 +118,26 @@ impl Ingest {
     }
 
     pub fn is_publishing(&self, broadcast_id: &str) -> bool {
+        self.channel(broadcast_id).is_some()
+    }
+
+    fn channel(&self, broadcast_id: &str) -> Option<Arc<Channel>> {
         self.publishing
             .lock()
             .expect("lock poisoned")
-            .contains(broadcast_id)
+            .get(broadcast_id)
+            .cloned()
+    }
+
+    /// A live ingest's tags from its last keyframe on, for HTTP-FLV viewers; None when the
+    /// broadcast has no publisher. The receiver closes when the publish ends.
+    pub fn watch(&self, broadcast_id: &str) -> Option<(Vec<Tag>, broadcast::Receiver<Tag>)> {
+        self.channel(broadcast_id).map(|c| c.subscribe())
+    }
+
+    /// HTTP-FLV viewers of a live ingest.
+    pub fn watchers(&self, broadcast_id: &str) -> usize {
+        self.channel(broadcast_id).map_or(0, |c| c.subscribers())
     }
 
     /// Accepts connections until the listener fails; each publisher runs on its own task.
@@ -250,12 +269,16 @@ impl Ingest {
             Some(g) => g,
             None => return refuse(&mut tcp, &mut session, request, Refusal::UnknownKey).await,
         };
-        if !self
-            .publishing
-            .lock()
-            .expect("lock poisoned")
-            .insert(grant.broadcast_id.clone())
-        {
+        let channel = Arc::new(Channel::default());
+        let taken = {
+            let mut publishing = self.publishing.lock().expect("lock poisoned");
+            let taken = publishing.contains_key(&grant.broadcast_id);
+            if !taken {
+                publishing.insert(grant.broadcast_id.clone(), channel.clone());
+            }
+            taken
+        };
+        if taken {
             return refuse(&mut tcp, &mut session, request, Refusal::AlreadyPublishing).await;
         }
         let _publishing = Publishing {
@@ -271,7 +294,7 @@ impl Ingest {
         let mut output = Remux::start(&self.config, &grant).await?;
         self.hooks.started(&grant).await;
         let streamed = self
-            .stream(&mut tcp, &mut session, &mut output, &mut pending)
+            .stream(&mut tcp, &mut session, &mut output, &channel, &mut pending)
             .await;
         if let Err(e) = &streamed {
             tracing::info!(%peer, broadcast = %grant.broadcast_id, error = %e, "ingest interrupted");
@@ -293,6 +316,7 @@ impl Ingest {
         tcp: &mut TcpStream,
         session: &mut ServerSession,
         output: &mut Remux,
+        channel: &Channel,
         pending: &mut Vec<u8>,
     ) -> anyhow::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
@@ -305,16 +329,25 @@ impl Ingest {
                 for r in results {
                     match r {
                         ServerSessionResult::OutboundResponse(p) => tcp.write_all(&p.bytes).await?,
-                        ServerSessionResult::RaisedEvent(ev) => match ev {
-                            ServerSessionEvent::VideoDataReceived {
-                                data, timestamp, ..
-                            } => output.tag(9, timestamp.value, &data).await?,
-                            ServerSessionEvent::AudioDataReceived {
-                                data, timestamp, ..
-                            } => output.tag(8, timestamp.value, &data).await?,
-                            ServerSessionEvent::PublishStreamFinished { .. } => return Ok(()),
-                            _ => {}
-                        },
+                        ServerSessionResult::RaisedEvent(ev) => {
+                            let (kind, data, timestamp) = match ev {
+                                ServerSessionEvent::VideoDataReceived {
+                                    data, timestamp, ..
+                                } => (flv::VIDEO, data, timestamp),
+                                ServerSessionEvent::AudioDataReceived {
+                                    data, timestamp, ..
+                                } => (flv::AUDIO, data, timestamp),
+                                ServerSessionEvent::PublishStreamFinished { .. } => return Ok(()),
+                                _ => continue,
+                            };
+                            let tag = Tag {
+                                kind,
+                                timestamp_ms: timestamp.value,
+                                data,
+                            };
+                            output.tag(&tag).await?;
+                            channel.push(tag);
+                        }
                         ServerSessionResult::UnhandleableMessageReceived(_) => {}
                     }
                 }
@@ -334,7 +367,7 @@ impl Ingest {
 
 /// Removes a broadcast from the publishing set however its publish ends.
 struct Publishing<'a> {
-    set: &'a Mutex<HashSet<String>>,
+    set: &'a Mutex<HashMap<String, Arc<Channel>>>,
     id: String,
 }
 
@@ -433,9 +466,7 @@ impl Remux {
             last_ms: 0,
             stderr,
         };
-        // FLV header (audio and video present) and PreviousTagSize0.
-        this.write(&[b'F', b'L', b'V', 1, 5, 0, 0, 0, 9, 0, 0, 0, 0])
-            .await?;
+        this.write(&flv::HEADER).await?;
         Ok(this)
     }
 
@@ -447,23 +478,16 @@ impl Remux {
             .context("the remuxer (ffmpeg) stopped taking input")
     }
 
-    /// One FLV tag: RTMP audio/video message bodies are FLV tag bodies already.
-    async fn tag(&mut self, kind: u8, timestamp_ms: u32, data: &[u8]) -> anyhow::Result<()> {
-        let size = u32::try_from(data.len()).context("RTMP message too large")?;
-        anyhow::ensure!(size < 1 << 24, "RTMP message too large");
+    /// RTMP audio/video message bodies are FLV tag bodies already.
+    async fn tag(&mut self, tag: &Tag) -> anyhow::Result<()> {
+        anyhow::ensure!(tag.data.len() < 1 << 24, "RTMP message too large");
+        let ts = tag.timestamp_ms;
         // Sequence headers come at time 0; the stream's span is measured from media after them.
-        if timestamp_ms > 0 || self.first_ms.is_some() {
-            self.first_ms.get_or_insert(timestamp_ms);
-            self.last_ms = self.last_ms.max(timestamp_ms);
+        if ts > 0 || self.first_ms.is_some() {
+            self.first_ms.get_or_insert(ts);
+            self.last_ms = self.last_ms.max(ts);
         }
-        let mut header = [0u8; 11];
-        header[0] = kind;
-        header[1..4].copy_from_slice(&size.to_be_bytes()[1..]);
-        header[4..7].copy_from_slice(&timestamp_ms.to_be_bytes()[1..]);
-        header[7] = timestamp_ms.to_be_bytes()[0];
-        self.write(&header).await?;
-        self.write(data).await?;
-        self.write(&(size + 11).to_be_bytes()).await
+        self.write(&tag.encode()).await
     }
 
     async fn finish(mut self, config: &IngestConfig) -> anyhow::Result<Recording> {

@@ -29,6 +29,7 @@ async fn rig_with(tune: impl FnOnce(&mut IngestConfig)) -> Rig {
     config.hls_segment_seconds = 1;
     tune(&mut config);
     let ingest = Ingest::new(config, Arc::new(Hooks(app.state.clone())));
+    let _ = app.state.ingest.set(ingest.clone());
     tokio::spawn(ingest.serve(listener));
     let host = app.host("obs@example.com").await;
     let id = app
@@ -246,6 +247,81 @@ async fn an_obs_publish_becomes_hls_a_live_stream_and_a_playable_recording() {
             .iter()
             .any(|s| s["id"] == rig.id.as_str())
     );
+}
+
+#[tokio::test]
+async fn http_flv_plays_the_live_ingest_from_a_keyframe_and_ends_with_it() {
+    let rig = rig_with(|_| {}).await;
+    let path = format!("/live/{}.flv", rig.id);
+    assert_eq!(rig.app.get(&path, None).await.status, StatusCode::NOT_FOUND);
+    let key = rig.new_key().await;
+    let publisher = publish(key["url"].as_str().unwrap(), 4, true);
+    rig.wait_state("Live").await;
+    // A real HTTP server, so that ffprobe can play it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router = castyard_api::app(rig.app.state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let probed = tokio::task::spawn_blocking(move || {
+        Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,width,height",
+            ])
+            .args(["-of", "csv=p=0", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let streams = String::from_utf8_lossy(&probed.stdout);
+    assert!(
+        streams.contains("h264,640,360"),
+        "{streams} {}",
+        String::from_utf8_lossy(&probed.stderr)
+    );
+    assert!(streams.contains("aac"), "{streams}");
+    // A viewer joining mid-stream gets a whole stream that ends when the publish does.
+    let viewer = tokio::spawn({
+        let router = castyard_api::app(rig.app.state.clone());
+        let path = path.clone();
+        async move {
+            use tower::ServiceExt;
+            let resp = router
+                .oneshot(
+                    axum::http::Request::get(&path)
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(resp.headers()["content-type"], "video/x-flv");
+            http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes()
+        }
+    });
+    assert!(exited(publisher).await.status.success());
+    let body = tokio::time::timeout(Duration::from_secs(20), viewer)
+        .await
+        .expect("the FLV stream ends with the publish")
+        .unwrap();
+    assert_eq!(&body[..3], b"FLV");
+    assert!(body.len() > 20_000, "{} bytes", body.len());
+    let dump = std::env::temp_dir().join(format!("castyard-flv-{}.flv", rig.id));
+    std::fs::write(&dump, &body).unwrap();
+    let streams = ffprobe(&dump, "stream=codec_name");
+    std::fs::remove_file(&dump).unwrap();
+    assert!(
+        streams.contains("h264") && streams.contains("aac"),
+        "{streams}"
+    );
+    rig.wait_state("Ended").await;
+    assert_eq!(rig.app.get(&path, None).await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
