@@ -99,7 +99,7 @@ async fn no_frontend() -> Html<&'static str> {
     )
 }
 
-/// A live ingest's HLS playlist and segments, public like the watch page. Only the names the
+/// A live ingest's HLS playlist, segments and thumbnail, public like the watch page. Only the names the
 /// remuxer writes are served, so nothing else under the data directory is reachable.
 async fn hls(
     State(state): State<AppState>,
@@ -111,6 +111,8 @@ async fn hls(
     let (mime, cache) = if file == "index.m3u8" {
         // Players poll the playlist: never serve a stale one.
         ("application/vnd.apple.mpegurl", "no-cache")
+    } else if file == "thumb.jpg" {
+        ("image/jpeg", "no-cache")
     } else if file
         .strip_prefix("seg")
         .and_then(|f| f.strip_suffix(".ts"))

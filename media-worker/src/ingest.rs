@@ -37,6 +37,8 @@ pub struct IngestConfig {
     /// Connections at once; more wait in the kernel's backlog rather than cost a task each.
     pub max_connections: usize,
     pub hls_segment_seconds: u32,
+    /// A still of a live ingest, `<hls_root>/<id>/thumb.jpg`, is refreshed this often.
+    pub thumbnail_seconds: u32,
 }
 
 impl IngestConfig {
@@ -49,6 +51,7 @@ impl IngestConfig {
             idle_timeout: Duration::from_secs(30),
             max_connections: 256,
             hls_segment_seconds: 2,
+            thumbnail_seconds: 10,
         }
     }
 }
@@ -292,6 +295,11 @@ impl Ingest {
         tracing::info!(%peer, broadcast = %grant.broadcast_id, "ingest started");
 
         let mut output = Remux::start(&self.config, &grant).await?;
+        let thumbnails = tokio::spawn(thumbnails(
+            self.config.clone(),
+            grant.broadcast_id.clone(),
+            channel.subscribe(),
+        ));
         self.hooks.started(&grant).await;
         let streamed = self
             .stream(&mut tcp, &mut session, &mut output, &channel, &mut pending)
@@ -300,6 +308,7 @@ impl Ingest {
             tracing::info!(%peer, broadcast = %grant.broadcast_id, error = %e, "ingest interrupted");
         }
         // However the publisher went, the recording is finalized and registered.
+        thumbnails.abort();
         let recording = output.finish(&self.config).await?;
         tracing::info!(
             broadcast = %grant.broadcast_id,
@@ -543,4 +552,49 @@ async fn poster(config: &IngestConfig, recording: &Path, duration_ms: u64) -> Op
         .await
         .ok()?;
     (status.success() && out.exists()).then_some(out)
+}
+
+/// Refreshes a live ingest's thumbnail from its keyframes alone (the decoder skips every other
+/// frame, so this costs little). A separate process: if it fails, only the thumbnail stops.
+async fn thumbnails(
+    config: IngestConfig,
+    broadcast_id: String,
+    (first, mut rx): (Vec<Tag>, broadcast::Receiver<Tag>),
+) {
+    let out = config.hls_root.join(&broadcast_id).join("thumb.jpg");
+    let filter = format!("fps=1/{},scale=480:-2", config.thumbnail_seconds.max(1));
+    let child = Command::new(&config.ffmpeg)
+        .args(["-hide_banner", "-loglevel", "error", "-skip_frame", "nokey"])
+        .args(["-f", "flv", "-i", "pipe:0", "-map", "0:v:0", "-vf", &filter])
+        .args(["-q:v", "5", "-update", "1", "-atomic_writing", "1", "-y"])
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(mut child) = child else {
+        tracing::warn!(broadcast = %broadcast_id, "could not start the thumbnailer");
+        return;
+    };
+    let Some(mut stdin) = child.stdin.take() else {
+        return;
+    };
+    let feed = async || -> std::io::Result<()> {
+        stdin.write_all(&flv::HEADER).await?;
+        for t in first {
+            stdin.write_all(&t.encode()).await?;
+        }
+        loop {
+            match rx.recv().await {
+                Ok(t) => stdin.write_all(&t.encode()).await?,
+                // Behind: skip ahead; the next keyframe makes the next still.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
+    };
+    if let Err(e) = feed().await {
+        tracing::debug!(broadcast = %broadcast_id, error = %e, "thumbnailer stopped");
+    }
 }

@@ -97,7 +97,14 @@ fn to_view(state: &AppState, r: &sqlx::any::AnyRow) -> Result<StreamView> {
         state: spec.state,
         started_at: r.try_get::<Option<i64>, _>("started_at")?.map(rfc3339),
         ended_at: r.try_get::<Option<i64>, _>("ended_at")?.map(rfc3339),
-        thumbnail_url: None,
+        thumbnail_url: (spec.state == DesiredState::Live
+            && state
+                .settings
+                .hls_dir()
+                .join(&id)
+                .join("thumb.jpg")
+                .exists())
+        .then(|| format!("{}/hls/{id}/thumb.jpg", state.settings.public_url)),
         hls_url: state
             .settings
             .hls_dir()

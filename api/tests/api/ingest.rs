@@ -27,6 +27,7 @@ async fn rig_with(tune: impl FnOnce(&mut IngestConfig)) -> Rig {
     .await;
     let mut config = IngestConfig::new(&app.state.settings.data_dir);
     config.hls_segment_seconds = 1;
+    config.thumbnail_seconds = 1;
     tune(&mut config);
     let ingest = Ingest::new(config, Arc::new(Hooks(app.state.clone())));
     let _ = app.state.ingest.set(ingest.clone());
@@ -144,8 +145,9 @@ async fn an_obs_publish_becomes_hls_a_live_stream_and_a_playable_recording() {
     let publisher = publish(key["url"].as_str().unwrap(), 4, true);
 
     rig.wait_state("Live").await;
-    // Live now: listed with its HLS playlist once the first segment is out.
+    // Live now: listed with its HLS playlist and a thumbnail once they are out.
     let mut hls_url = Value::Null;
+    let mut thumb = Value::Null;
     for _ in 0..200 {
         let streams = rig.app.get("/api/streams", None).await.json;
         let mine = streams
@@ -155,8 +157,9 @@ async fn an_obs_publish_becomes_hls_a_live_stream_and_a_playable_recording() {
             .find(|s| s["id"] == rig.id.as_str())
             .cloned()
             .expect("the live ingest is listed");
-        if !mine["hlsUrl"].is_null() {
+        if !mine["hlsUrl"].is_null() && !mine["thumbnailUrl"].is_null() {
             hls_url = mine["hlsUrl"].clone();
+            thumb = mine["thumbnailUrl"].clone();
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -165,6 +168,26 @@ async fn an_obs_publish_becomes_hls_a_live_stream_and_a_playable_recording() {
         hls_url,
         format!("http://castyard.test/hls/{}/index.m3u8", rig.id)
     );
+    assert_eq!(
+        thumb,
+        format!("http://castyard.test/hls/{}/thumb.jpg", rig.id)
+    );
+    let still = rig
+        .app
+        .get(&format!("/hls/{}/thumb.jpg", rig.id), None)
+        .await;
+    assert_eq!(still.status, StatusCode::OK);
+    assert_eq!(still.headers["content-type"], "image/jpeg");
+    let jpeg = ffprobe(
+        &rig.app
+            .state
+            .settings
+            .hls_dir()
+            .join(&rig.id)
+            .join("thumb.jpg"),
+        "stream=codec_name,width,height",
+    );
+    assert_eq!(jpeg.trim(), "mjpeg,480,270");
     let playlist = rig
         .app
         .get(&format!("/hls/{}/index.m3u8", rig.id), None)
