@@ -5,10 +5,12 @@ use std::path::Path;
 
 use castyard_crd::DesiredState;
 use castyard_media_worker::ingest::{Grant, IngestHooks, Recording};
+use castyard_media_worker::rtmp_out;
 use sqlx::Row;
 
 use crate::db::{new_id, now_ms};
-use crate::routes::broadcasts::ingest_transition;
+use crate::realtime::{BroadcastEvent, Event};
+use crate::routes::broadcasts::{ingest_transition, restream_targets};
 use crate::state::AppState;
 
 pub struct Hooks(pub AppState);
@@ -33,9 +35,12 @@ impl IngestHooks for Hooks {
         if row.try_get::<String, _>("state")? == "Ended" {
             return Ok(None);
         }
+        let broadcast_id: String = row.try_get("id")?;
+        let destinations = restream_targets(&self.0, &broadcast_id).await?;
         Ok(Some(Grant {
-            broadcast_id: row.try_get("id")?,
+            broadcast_id,
             recording_id: new_id(),
+            destinations,
         }))
     }
 
@@ -43,6 +48,16 @@ impl IngestHooks for Hooks {
         if let Err(e) = ingest_transition(&self.0, &grant.broadcast_id, DesiredState::Live).await {
             tracing::warn!(broadcast = %grant.broadcast_id, error = %e, "could not mark the broadcast live");
         }
+    }
+
+    async fn destination(
+        &self,
+        grant: &Grant,
+        name: &str,
+        state: rtmp_out::State,
+        error: Option<String>,
+    ) {
+        self.publish_destination(grant, name, state, error).await;
     }
 
     async fn ended(&self, grant: &Grant, recording: Recording) {
@@ -56,6 +71,31 @@ impl IngestHooks for Hooks {
 }
 
 impl Hooks {
+    async fn publish_destination(
+        &self,
+        grant: &Grant,
+        name: &str,
+        state: rtmp_out::State,
+        error: Option<String>,
+    ) {
+        let state = match state {
+            rtmp_out::State::Connecting => castyard_crd::DestinationState::Connecting,
+            rtmp_out::State::Live => castyard_crd::DestinationState::Live,
+            rtmp_out::State::Retrying => castyard_crd::DestinationState::Retrying,
+        };
+        self.0
+            .hub
+            .publish(Event::Broadcast {
+                broadcast_id: grant.broadcast_id.clone(),
+                event: BroadcastEvent::Destination {
+                    name: name.to_owned(),
+                    state,
+                    last_error: error,
+                },
+            })
+            .await;
+    }
+
     async fn record(&self, grant: &Grant, r: &Recording) -> anyhow::Result<()> {
         if r.size_bytes == 0 {
             return Ok(());

@@ -56,11 +56,13 @@ impl IngestConfig {
     }
 }
 
-/// What a stream key opened: the broadcast it publishes, and the recording it makes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a stream key opened: the broadcast it publishes, the recording it makes, and the
+/// destinations it is restreamed to.
+#[derive(Clone, Debug)]
 pub struct Grant {
     pub broadcast_id: String,
     pub recording_id: String,
+    pub destinations: Vec<crate::rtmp_out::Target>,
 }
 
 /// A finished ingest's recording.
@@ -80,6 +82,14 @@ pub trait IngestHooks: Send + Sync + 'static {
     async fn authorize(&self, stream_key: &str) -> anyhow::Result<Option<Grant>>;
     async fn started(&self, grant: &Grant);
     async fn ended(&self, grant: &Grant, recording: Recording);
+    /// A destination's output changed state (with the error that made it retry).
+    async fn destination(
+        &self,
+        grant: &Grant,
+        name: &str,
+        state: crate::rtmp_out::State,
+        error: Option<String>,
+    );
 }
 
 /// Why a publish was refused; what the publisher is told in NetStream.Publish.BadName.
@@ -295,6 +305,7 @@ impl Ingest {
         tracing::info!(%peer, broadcast = %grant.broadcast_id, "ingest started");
 
         let mut output = Remux::start(&self.config, &grant).await?;
+        self.restream(&grant, &channel);
         let thumbnails = tokio::spawn(thumbnails(
             self.config.clone(),
             grant.broadcast_id.clone(),
@@ -318,6 +329,37 @@ impl Ingest {
         );
         self.hooks.ended(&grant, recording).await;
         Ok(())
+    }
+
+    /// One output per destination, each on its own: a failing destination is retried without
+    /// touching the others, the HLS or the recording.
+    fn restream(&self, grant: &Grant, channel: &Arc<Channel>) {
+        if grant.destinations.is_empty() {
+            return;
+        }
+        // Reports go through one queue so that each destination's states arrive in order.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
+            String,
+            crate::rtmp_out::State,
+            Option<String>,
+        )>();
+        let hooks = self.hooks.clone();
+        let g = grant.clone();
+        tokio::spawn(async move {
+            while let Some((name, state, error)) = rx.recv().await {
+                hooks.destination(&g, &name, state, error).await;
+            }
+        });
+        let report: crate::rtmp_out::Report = Arc::new(move |name: &str, state, error| {
+            let _ = tx.send((name.to_owned(), state, error));
+        });
+        for target in &grant.destinations {
+            tokio::spawn(crate::rtmp_out::run(
+                target.clone(),
+                Arc::downgrade(channel),
+                report.clone(),
+            ));
+        }
     }
 
     async fn stream(

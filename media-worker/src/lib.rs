@@ -4,3 +4,4 @@
 pub mod flv;
 pub mod ingest;
 pub mod metrics;
+pub mod rtmp_out;

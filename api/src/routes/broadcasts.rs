@@ -109,6 +109,27 @@ async fn set_ingest_key(
     Ok(())
 }
 
+/// The enabled destinations of a broadcast with their keys decrypted, for the ingest to
+/// restream to.
+pub async fn restream_targets(
+    state: &AppState,
+    id: &str,
+) -> Result<Vec<castyard_media_worker::rtmp_out::Target>> {
+    let mut conn = state.db.pool.acquire().await?;
+    load_destinations(&mut conn, id)
+        .await?
+        .into_iter()
+        .filter(|d| d.dest.enabled)
+        .map(|d| {
+            Ok(castyard_media_worker::rtmp_out::Target {
+                stream_key: state.keys.decrypt(&d.id, &d.sealed_key)?,
+                name: d.dest.name,
+                url: d.dest.url,
+            })
+        })
+        .collect()
+}
+
 /// A broadcast whose RTMP ingest started or stopped: its state, times and watchers follow.
 /// The ingest is the show, so no workers are started for it.
 pub async fn ingest_transition(state: &AppState, id: &str, to: DesiredState) -> Result<()> {

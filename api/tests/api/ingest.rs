@@ -347,6 +347,112 @@ async fn http_flv_plays_the_live_ingest_from_a_keyframe_and_ends_with_it() {
     assert_eq!(rig.app.get(&path, None).await.status, StatusCode::NOT_FOUND);
 }
 
+/// Destination states as the broadcast's realtime events report them.
+struct Destinations {
+    rx: tokio::sync::broadcast::Receiver<Arc<castyard_api::realtime::Event>>,
+    last: std::collections::HashMap<String, (String, Option<String>)>,
+}
+
+impl Destinations {
+    /// Returns once `name` is in `state` (now or later), with the error it reported.
+    async fn until(&mut self, name: &str, state: &str) -> Option<String> {
+        loop {
+            if let Some((s, err)) = self.last.get(name)
+                && s == state
+            {
+                return err.clone();
+            }
+            let ev = tokio::time::timeout(Duration::from_secs(20), self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{name} not {state} within 20 s: {:?}", self.last))
+                .unwrap();
+            let v = serde_json::to_value(&*ev).unwrap();
+            if v["event"]["kind"] == "destination" {
+                self.last.insert(
+                    v["event"]["name"].as_str().unwrap().to_owned(),
+                    (
+                        v["event"]["state"].as_str().unwrap().to_owned(),
+                        v["event"]["lastError"].as_str().map(str::to_owned),
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_ingest_is_restreamed_to_each_destination_and_a_dead_one_recovers_alone() {
+    use crate::secrets::RtmpServer;
+    let rig = rig_with(|_| {}).await;
+    let rec_a = tempfile::tempdir().unwrap();
+    let rec_b = tempfile::tempdir().unwrap();
+    let a = RtmpServer::start_with(None, Some(rec_a.path()));
+    let b = RtmpServer::start_with(None, Some(rec_b.path()));
+    let b_port = b.port;
+    for (name, port, key) in [("a", a.port, "key-a-0001"), ("b", b.port, "key-b-0002")] {
+        let r = rig
+            .app
+            .post(
+                &format!("/api/broadcasts/{}/destinations", rig.id),
+                Some(&rig.host),
+                json!({"name": name, "kind": "custom", "url": format!("rtmp://127.0.0.1:{port}/live"), "streamKey": key}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    }
+    let mut events = Destinations {
+        rx: rig.app.state.hub.subscribe(&rig.id),
+        last: Default::default(),
+    };
+    let key = rig.new_key().await;
+    let publisher = publish(key["url"].as_str().unwrap(), 10, true);
+    events.until("a", "Live").await;
+    events.until("b", "Live").await;
+
+    // b's server dies: b retries, reporting why; a, HLS and the recording carry on.
+    drop(b);
+    let why = events.until("b", "Retrying").await;
+    assert!(
+        why.is_some_and(|e| !e.contains("key-b")),
+        "errors never carry the key"
+    );
+    let b = RtmpServer::start_with(Some(b_port), Some(rec_b.path()));
+    // Back within the backoff's 5 s ceiling.
+    let back = tokio::time::Instant::now();
+    events.until("b", "Live").await;
+    assert!(back.elapsed() < Duration::from_secs(10));
+
+    assert!(exited(publisher).await.status.success());
+    rig.wait_state("Ended").await;
+    assert_eq!(rig.recordings().await.len(), 1);
+    // nginx finalizes its recording when the publisher goes.
+    let a_file = rec_a.path().join("key-a-0001.flv");
+    let mut secs = 0.0;
+    for _ in 0..100 {
+        if let Ok(d) = std::fs::metadata(&a_file).map(|_| ffprobe(&a_file, "format=duration")) {
+            secs = d.trim().parse().unwrap_or(0.0);
+            if secs > 8.5 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        (8.5..=11.0).contains(&secs),
+        "destination a got {secs} s of 10"
+    );
+    let codecs = ffprobe(&a_file, "stream=codec_name,width,height");
+    assert!(
+        codecs.contains("h264,640,360") && codecs.contains("aac"),
+        "{codecs}"
+    );
+    // b's second session starts at a keyframe and decodes.
+    let b_file = rec_b.path().join("key-b-0002.flv");
+    let codecs = ffprobe(&b_file, "stream=codec_name");
+    assert!(codecs.contains("h264"), "{codecs}");
+    drop((a, b));
+}
+
 #[tokio::test]
 async fn unknown_rotated_and_revoked_keys_and_a_second_publisher_are_refused() {
     let rig = rig_with(|_| {}).await;

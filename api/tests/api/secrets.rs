@@ -139,11 +139,23 @@ pub struct RtmpServer {
 
 impl RtmpServer {
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Self::start_with(None, None)
+    }
+
+    /// On a given port (to bring a stopped destination back), recording every stream it
+    /// receives to `<record>/<key>.flv`.
+    pub fn start_with(port: Option<u16>, record: Option<&std::path::Path>) -> Self {
+        let port = port.unwrap_or_else(|| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
+        let record = match record {
+            Some(dir) => format!("record all; record_path {};", dir.display()),
+            None => "record off;".into(),
+        };
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("nginx.conf");
         std::fs::write(
@@ -152,7 +164,7 @@ impl RtmpServer {
                 "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
                  daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
                  events {{}}\n\
-                 rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; record off; }} }} }}\n",
+                 rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; {record} }} }} }}\n",
                 d = dir.path().display()
             ),
         )
