@@ -227,7 +227,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if resumed > 0 {
         tracing::info!(broadcasts = resumed, "media workers restarted");
     }
+    let ingest = state.ingest.get().cloned();
     let served = serve(state, args.listen).await;
+    // Live ingests end as if their publishers had stopped: recordings finalized and listed.
+    if let Some(ingest) = ingest {
+        ingest.shutdown().await;
+    }
     // Every worker stops before we exit (the compositor finalizes its outputs).
     workers.shutdown().await;
     served

@@ -117,6 +117,11 @@ pub struct Ingest {
     /// on one key is refused.
     publishing: Mutex<HashMap<String, Arc<Channel>>>,
     slots: Arc<Semaphore>,
+    /// Set at shutdown: live publishes end as if their publisher had stopped.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Each publish holds a read guard until its recording is registered; shutdown takes the
+    /// write side, so it returns only when every one is.
+    running: tokio::sync::RwLock<()>,
 }
 
 impl Ingest {
@@ -126,6 +131,8 @@ impl Ingest {
             config,
             hooks,
             publishing: Mutex::default(),
+            stop: tokio::sync::watch::channel(false).0,
+            running: tokio::sync::RwLock::new(()),
             slots,
         })
     }
@@ -151,6 +158,13 @@ impl Ingest {
     /// HTTP-FLV viewers of a live ingest.
     pub fn watchers(&self, broadcast_id: &str) -> usize {
         self.channel(broadcast_id).map_or(0, |c| c.subscribers())
+    }
+
+    /// Ends every live publish (finalizing and registering each recording) and refuses new
+    /// ones; returns when all are done.
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let _all = self.running.write().await;
     }
 
     /// Accepts connections until the listener fails; each publisher runs on its own task.
@@ -277,6 +291,12 @@ impl Ingest {
         key: String,
         mut pending: Vec<u8>,
     ) -> anyhow::Result<()> {
+        let Ok(_running) = self.running.try_read() else {
+            anyhow::bail!("shutting down");
+        };
+        if *self.stop.borrow() {
+            anyhow::bail!("shutting down");
+        }
         // The key is checked before anything is spawned or written.
         let grant = match self.hooks.authorize(&key).await? {
             Some(g) => g,
@@ -371,6 +391,7 @@ impl Ingest {
         pending: &mut Vec<u8>,
     ) -> anyhow::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut stop = self.stop.subscribe();
         loop {
             if !pending.is_empty() {
                 let results = session
@@ -403,11 +424,14 @@ impl Ingest {
                     }
                 }
             }
-            let n = tokio::time::timeout(self.config.idle_timeout, tcp.read(&mut buf))
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!("publisher silent for {:?}", self.config.idle_timeout)
-                })??;
+            let idle = self.config.idle_timeout;
+            let n = tokio::select! {
+                n = tokio::time::timeout(idle, tcp.read(&mut buf)) => {
+                    n.map_err(|_| anyhow::anyhow!("publisher silent for {idle:?}"))??
+                }
+                // Shutting down: end as if the publisher had stopped, so outputs finalize.
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            };
             if n == 0 {
                 return Ok(());
             }

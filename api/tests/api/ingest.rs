@@ -604,6 +604,33 @@ async fn a_publisher_killed_mid_stream_leaves_a_finalized_playable_recording() {
 }
 
 #[tokio::test]
+async fn shutdown_ends_live_ingests_with_their_recordings_registered() {
+    let rig = rig_with(|_| {}).await;
+    let key = rig.new_key().await;
+    let publisher = publish(key["url"].as_str().unwrap(), 30, true);
+    rig.wait_state("Live").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ingest = rig.app.state.ingest.get().unwrap().clone();
+    tokio::time::timeout(Duration::from_secs(20), ingest.shutdown())
+        .await
+        .expect("shutdown finishes the publish");
+    // Done when shutdown returns: nothing left to wait for.
+    assert_eq!(rig.state().await, "Ended");
+    let recs = rig.recordings().await;
+    assert_eq!(recs.len(), 1);
+    assert!(
+        recs[0]["durationMs"].as_i64().unwrap() >= 1_500,
+        "{}",
+        recs[0]
+    );
+    // The publisher is disconnected, and a new one is refused.
+    let out = exited(publisher).await;
+    assert!(!out.status.success());
+    let out = exited(publish(key["url"].as_str().unwrap(), 1, false)).await;
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
 async fn garbage_and_handshake_floods_do_not_keep_a_publisher_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rig = rig_with(|c| {
