@@ -117,7 +117,7 @@ impl Castyard {
             .args(["up", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--rtmp-listen", &format!("127.0.0.1:{rtmp}"), "--data-dir"])
             .arg(data.path())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -230,7 +230,8 @@ fn reference(input: &Path) -> f64 {
     // ffmpeg -listen takes a moment to bind.
     let url = format!("rtmp://127.0.0.1:{port}/live/key");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    // Not by connecting: `-listen 1` serves exactly one connection.
+    while !listening(port) {
         assert!(Instant::now() < deadline, "reference ffmpeg never listened");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -247,6 +248,18 @@ fn reference(input: &Path) -> f64 {
             m.parse::<f64>().unwrap() * 60.0 + s.parse::<f64>().unwrap()
         })
         .sum()
+}
+
+/// Whether something listens on this loopback TCP port (from /proc/net/tcp, state 0A).
+fn listening(port: u16) -> bool {
+    let want = format!(":{port:04X} ");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && format!("{} ", &f[1][f[1].len() - 5..]) == want && f[3] == "0A"
+        })
 }
 
 fn main() {
