@@ -209,6 +209,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         let ingest = castyard_media_worker::ingest::Ingest::new(
             castyard_media_worker::ingest::IngestConfig::new(&data_dir),
             Arc::new(crate::ingest::Hooks(state.clone())),
+            state.metrics.ingest.clone(),
         );
         tracing::info!(
             url = state.settings.ingest_url.as_deref(),

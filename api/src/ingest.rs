@@ -27,7 +27,7 @@ fn relative(data_dir: &Path, path: &Path) -> anyhow::Result<String> {
 impl IngestHooks for Hooks {
     async fn authorize(&self, stream_key: &str) -> anyhow::Result<Option<Grant>> {
         let hash = crate::crypto::token_hash(stream_key);
-        let row = sqlx::query("SELECT id, state FROM broadcasts WHERE ingest_key_hash = $1")
+        let row = sqlx::query("SELECT id, name, state FROM broadcasts WHERE ingest_key_hash = $1")
             .bind(&hash)
             .fetch_optional(&self.0.db.pool)
             .await?;
@@ -38,6 +38,7 @@ impl IngestHooks for Hooks {
         let broadcast_id: String = row.try_get("id")?;
         let destinations = restream_targets(&self.0, &broadcast_id).await?;
         Ok(Some(Grant {
+            name: row.try_get("name")?,
             broadcast_id,
             recording_id: new_id(),
             destinations,

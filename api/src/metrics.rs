@@ -49,6 +49,8 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// This replica's watch-page viewers; Prometheus sums the replicas.
     pub viewers: Family<BroadcastLabels, Gauge>,
+    /// The RTMP ingest's, as `castyard_api_ingest_…`, when this process runs it.
+    pub ingest: castyard_media_worker::metrics::IngestMetrics,
 }
 
 impl Metrics {
@@ -92,8 +94,11 @@ impl Metrics {
             "Viewers on the watch page connected to this replica, by broadcast",
             viewers.clone(),
         );
+        let ingest = castyard_media_worker::metrics::IngestMetrics::default();
+        ingest.register(&mut registry);
         Self {
             registry,
+            ingest,
             viewers,
             requests,
             duration,

@@ -152,17 +152,22 @@ async fn http_flv(
         .strip_suffix(".flv")
         .ok_or(Error::NotFound("live stream"))?;
     let id = crate::error::parse_id(id, "stream")?;
-    let (first, rx) = state
+    let viewer = state
         .ingest
         .get()
         .and_then(|i| i.watch(&id))
         .ok_or(Error::NotFound("live stream"))?;
+    let castyard_media_worker::ingest::FlvViewer { first, rx, counted } = viewer;
     let head = std::iter::once(bytes::Bytes::from_static(&flv::HEADER))
         .chain(first.into_iter().map(|t| t.encode()))
         .map(Ok::<_, std::io::Error>);
+    // The viewer stays counted for as long as its body streams.
     let live = tokio_stream::wrappers::BroadcastStream::new(rx)
         .take_while(|r| std::future::ready(r.is_ok()))
-        .filter_map(|r| std::future::ready(r.ok().map(|t| Ok(t.encode()))));
+        .filter_map(move |r| {
+            let _counted = &counted;
+            std::future::ready(r.ok().map(|t| Ok(t.encode())))
+        });
     let body = axum::body::Body::from_stream(futures::stream::iter(head).chain(live));
     Ok((
         [

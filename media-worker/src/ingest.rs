@@ -61,6 +61,8 @@ impl IngestConfig {
 #[derive(Clone, Debug)]
 pub struct Grant {
     pub broadcast_id: String,
+    /// The Broadcast resource's name: the `broadcast` label of its metrics.
+    pub name: String,
     pub recording_id: String,
     pub destinations: Vec<crate::rtmp_out::Target>,
 }
@@ -112,10 +114,12 @@ impl Refusal {
 
 pub struct Ingest {
     config: IngestConfig,
+    metrics: crate::metrics::IngestMetrics,
     hooks: Arc<dyn IngestHooks>,
     /// Broadcasts with a publisher now, and their tags for late joiners: a second publisher
     /// on one key is refused.
-    publishing: Mutex<HashMap<String, Arc<Channel>>>,
+    /// Each live broadcast's channel and metrics label.
+    publishing: Mutex<HashMap<String, (Arc<Channel>, String)>>,
     slots: Arc<Semaphore>,
     /// Set at shutdown: live publishes end as if their publisher had stopped.
     stop: tokio::sync::watch::Sender<bool>,
@@ -125,10 +129,15 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(config: IngestConfig, hooks: Arc<dyn IngestHooks>) -> Arc<Self> {
+    pub fn new(
+        config: IngestConfig,
+        hooks: Arc<dyn IngestHooks>,
+        metrics: crate::metrics::IngestMetrics,
+    ) -> Arc<Self> {
         let slots = Arc::new(Semaphore::new(config.max_connections));
         Arc::new(Self {
             config,
+            metrics,
             hooks,
             publishing: Mutex::default(),
             stop: tokio::sync::watch::channel(false).0,
@@ -142,6 +151,10 @@ impl Ingest {
     }
 
     fn channel(&self, broadcast_id: &str) -> Option<Arc<Channel>> {
+        self.live(broadcast_id).map(|(c, _)| c)
+    }
+
+    fn live(&self, broadcast_id: &str) -> Option<(Arc<Channel>, String)> {
         self.publishing
             .lock()
             .expect("lock poisoned")
@@ -149,10 +162,23 @@ impl Ingest {
             .cloned()
     }
 
-    /// A live ingest's tags from its last keyframe on, for HTTP-FLV viewers; None when the
-    /// broadcast has no publisher. The receiver closes when the publish ends.
-    pub fn watch(&self, broadcast_id: &str) -> Option<(Vec<Tag>, broadcast::Receiver<Tag>)> {
-        self.channel(broadcast_id).map(|c| c.subscribe())
+    /// A live ingest's tags from its last keyframe on, for an HTTP-FLV viewer; None when the
+    /// broadcast has no publisher. The receiver closes when the publish ends; the viewer is
+    /// counted until it is dropped.
+    pub fn watch(&self, broadcast_id: &str) -> Option<FlvViewer> {
+        let (channel, name) = self.live(broadcast_id)?;
+        let (first, rx) = channel.subscribe();
+        let gauge = self
+            .metrics
+            .flv_viewers
+            .get_or_create(&crate::metrics::BroadcastLabels { broadcast: name })
+            .clone();
+        gauge.inc();
+        Some(FlvViewer {
+            first,
+            rx,
+            counted: Counted(gauge),
+        })
     }
 
     /// HTTP-FLV viewers of a live ingest.
@@ -307,7 +333,10 @@ impl Ingest {
             let mut publishing = self.publishing.lock().expect("lock poisoned");
             let taken = publishing.contains_key(&grant.broadcast_id);
             if !taken {
-                publishing.insert(grant.broadcast_id.clone(), channel.clone());
+                publishing.insert(
+                    grant.broadcast_id.clone(),
+                    (channel.clone(), grant.name.clone()),
+                );
             }
             taken
         };
@@ -323,6 +352,11 @@ impl Ingest {
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         send(&mut tcp, out).await?;
         tracing::info!(%peer, broadcast = %grant.broadcast_id, "ingest started");
+        let labels = crate::metrics::BroadcastLabels {
+            broadcast: grant.name.clone(),
+        };
+        self.metrics.publishing.get_or_create(&labels).set(1);
+        let received = self.metrics.received_bytes.get_or_create(&labels).clone();
 
         let mut output = Remux::start(&self.config, &grant).await?;
         self.restream(&grant, &channel);
@@ -333,7 +367,14 @@ impl Ingest {
         ));
         self.hooks.started(&grant).await;
         let streamed = self
-            .stream(&mut tcp, &mut session, &mut output, &channel, &mut pending)
+            .stream(
+                &mut tcp,
+                &mut session,
+                &mut output,
+                &channel,
+                &received,
+                &mut pending,
+            )
             .await;
         if let Err(e) = &streamed {
             tracing::info!(%peer, broadcast = %grant.broadcast_id, error = %e, "ingest interrupted");
@@ -348,6 +389,11 @@ impl Ingest {
             "ingest ended"
         );
         self.hooks.ended(&grant, recording).await;
+        // The channel goes first, so that no restream output reports after its series are gone.
+        drop(_publishing);
+        drop(channel);
+        let names: Vec<String> = grant.destinations.iter().map(|d| d.name.clone()).collect();
+        self.metrics.forget(&grant.name, &names);
         Ok(())
     }
 
@@ -370,14 +416,41 @@ impl Ingest {
                 hooks.destination(&g, &name, state, error).await;
             }
         });
+        let metrics = self.metrics.clone();
+        let broadcast = grant.name.clone();
         let report: crate::rtmp_out::Report = Arc::new(move |name: &str, state, error| {
+            use crate::rtmp_out::State;
+            let label = match state {
+                State::Connecting => "connecting",
+                State::Live => "live",
+                State::Retrying => "retrying",
+            };
+            metrics.set_destination_state(&broadcast, name, label);
+            if state == State::Retrying {
+                metrics
+                    .destination_retries
+                    .get_or_create(&crate::metrics::BroadcastDestinationLabels {
+                        broadcast: broadcast.clone(),
+                        destination: name.to_owned(),
+                    })
+                    .inc();
+            }
             let _ = tx.send((name.to_owned(), state, error));
         });
         for target in &grant.destinations {
+            let sent = self
+                .metrics
+                .destination_sent_bytes
+                .get_or_create(&crate::metrics::BroadcastDestinationLabels {
+                    broadcast: grant.name.clone(),
+                    destination: target.name.clone(),
+                })
+                .clone();
             tokio::spawn(crate::rtmp_out::run(
                 target.clone(),
                 Arc::downgrade(channel),
                 report.clone(),
+                sent,
             ));
         }
     }
@@ -388,6 +461,7 @@ impl Ingest {
         session: &mut ServerSession,
         output: &mut Remux,
         channel: &Channel,
+        received: &prometheus_client::metrics::counter::Counter,
         pending: &mut Vec<u8>,
     ) -> anyhow::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
@@ -417,6 +491,7 @@ impl Ingest {
                                 timestamp_ms: timestamp.value,
                                 data,
                             };
+                            received.inc_by(tag.data.len() as u64);
                             output.tag(&tag).await?;
                             channel.push(tag);
                         }
@@ -440,9 +515,25 @@ impl Ingest {
     }
 }
 
+/// An HTTP-FLV viewer's start (codec headers and GOP) and live tags.
+pub struct FlvViewer {
+    pub first: Vec<Tag>,
+    pub rx: broadcast::Receiver<Tag>,
+    /// Keep it as long as the viewer is served: it is counted until this drops.
+    pub counted: Counted,
+}
+
+pub struct Counted(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Removes a broadcast from the publishing set however its publish ends.
 struct Publishing<'a> {
-    set: &'a Mutex<HashMap<String, Arc<Channel>>>,
+    set: &'a Mutex<HashMap<String, (Arc<Channel>, String)>>,
     id: String,
 }
 

@@ -267,6 +267,114 @@ impl CompositorMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BroadcastLabels {
+    pub broadcast: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BroadcastDestinationLabels {
+    pub broadcast: String,
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BroadcastDestinationStateLabels {
+    pub broadcast: String,
+    pub destination: String,
+    pub state: String,
+}
+
+/// The RTMP ingest's metrics. One ingest serves every broadcast, so each series names its
+/// broadcast; the host process registers these in its own registry.
+#[derive(Clone, Default)]
+pub struct IngestMetrics {
+    pub publishing: Family<BroadcastLabels, Gauge>,
+    pub received_bytes: Family<BroadcastLabels, Counter>,
+    pub flv_viewers: Family<BroadcastLabels, Gauge>,
+    destination_state: Family<BroadcastDestinationStateLabels, Gauge>,
+    pub destination_retries: Family<BroadcastDestinationLabels, Counter>,
+    pub destination_sent_bytes: Family<BroadcastDestinationLabels, Counter>,
+}
+
+/// The states an ingest's destination output reports (`rtmp_out::State`), plus stopped.
+const INGEST_DESTINATION_STATES: [&str; 4] = ["connecting", "live", "retrying", "stopped"];
+
+impl IngestMetrics {
+    /// Registers under `<prefix>_ingest_…`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("ingest");
+        r.register(
+            "publishing",
+            "1 while the broadcast's RTMP publisher is connected",
+            self.publishing.clone(),
+        );
+        r.register(
+            "received_bytes",
+            "Media bytes received from the RTMP publisher",
+            self.received_bytes.clone(),
+        );
+        r.register(
+            "flv_viewers",
+            "HTTP-FLV viewers of the live ingest",
+            self.flv_viewers.clone(),
+        );
+        r.register(
+            "destination_state",
+            "1 for each restream destination's current state",
+            self.destination_state.clone(),
+        );
+        r.register(
+            "destination_retries",
+            "Reconnection attempts to each restream destination",
+            self.destination_retries.clone(),
+        );
+        r.register(
+            "destination_sent_bytes",
+            "Media bytes sent to each restream destination",
+            self.destination_sent_bytes.clone(),
+        );
+    }
+
+    pub fn set_destination_state(&self, broadcast: &str, destination: &str, state: &str) {
+        for s in INGEST_DESTINATION_STATES {
+            self.destination_state
+                .get_or_create(&BroadcastDestinationStateLabels {
+                    broadcast: broadcast.to_owned(),
+                    destination: destination.to_owned(),
+                    state: s.to_owned(),
+                })
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// Drops an ended broadcast's series, so the families do not grow with every show.
+    pub fn forget(&self, broadcast: &str, destinations: &[String]) {
+        let b = BroadcastLabels {
+            broadcast: broadcast.to_owned(),
+        };
+        self.publishing.remove(&b);
+        self.received_bytes.remove(&b);
+        self.flv_viewers.remove(&b);
+        for d in destinations {
+            let l = BroadcastDestinationLabels {
+                broadcast: broadcast.to_owned(),
+                destination: d.clone(),
+            };
+            self.destination_retries.remove(&l);
+            self.destination_sent_bytes.remove(&l);
+            for s in INGEST_DESTINATION_STATES {
+                self.destination_state
+                    .remove(&BroadcastDestinationStateLabels {
+                        broadcast: broadcast.to_owned(),
+                        destination: d.clone(),
+                        state: s.to_owned(),
+                    });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,7 +145,12 @@ pub type Report = Arc<dyn Fn(&str, State, Option<String>) + Send + Sync>;
 /// Publishes the channel's stream to `target` until the channel ends, reconnecting with
 /// backoff (0.5 s doubling to 5 s) whenever the destination fails. Each attempt starts at the
 /// last keyframe, so the destination never sees a broken GOP.
-pub async fn run(target: Target, channel: Weak<Channel>, report: Report) {
+pub async fn run(
+    target: Target,
+    channel: Weak<Channel>,
+    report: Report,
+    sent_bytes: prometheus_client::metrics::counter::Counter,
+) {
     let mut backoff = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(Duration::from_secs(5))
@@ -162,7 +167,7 @@ pub async fn run(target: Target, channel: Weak<Channel>, report: Report) {
             let name = target.name.clone();
             move || report(&name, State::Live, None)
         };
-        match publish(&target, subscription, live).await {
+        match publish(&target, subscription, live, &sent_bytes).await {
             Ok(()) => return,
             Err(e) => {
                 let e = format!("{e:#}");
@@ -178,6 +183,7 @@ async fn publish(
     target: &Target,
     (first, mut rx): (Vec<Tag>, broadcast::Receiver<Tag>),
     live: impl Fn(),
+    sent_bytes: &prometheus_client::metrics::counter::Counter,
 ) -> anyhow::Result<()> {
     let ep = Endpoint::parse(&target.url)?;
     let (stream, leftover) = ep.connect().await?;
@@ -230,6 +236,7 @@ async fn publish(
     // Timestamps restart at zero for each connection, as a fresh publish.
     let base = first.first().map_or(0, |t| t.timestamp_ms);
     let send = |session: &mut ClientSession, t: &Tag| -> anyhow::Result<Bytes> {
+        sent_bytes.inc_by(t.data.len() as u64);
         let ts = RtmpTimestamp::new(t.timestamp_ms.saturating_sub(base));
         let r = match t.kind {
             flv::VIDEO => session.publish_video_data(t.data.clone(), ts, false),

@@ -29,7 +29,11 @@ async fn rig_with(tune: impl FnOnce(&mut IngestConfig)) -> Rig {
     config.hls_segment_seconds = 1;
     config.thumbnail_seconds = 1;
     tune(&mut config);
-    let ingest = Ingest::new(config, Arc::new(Hooks(app.state.clone())));
+    let ingest = Ingest::new(
+        config,
+        Arc::new(Hooks(app.state.clone())),
+        app.state.metrics.ingest.clone(),
+    );
     let _ = app.state.ingest.set(ingest.clone());
     tokio::spawn(ingest.serve(listener));
     let host = app.host("obs@example.com").await;
@@ -328,6 +332,18 @@ async fn http_flv_plays_the_live_ingest_from_a_keyframe_and_ends_with_it() {
                 .to_bytes()
         }
     });
+    // Counted while it watches.
+    let series = format!(
+        r#"castyard_api_ingest_flv_viewers{{broadcast="bc-{}"}} 1"#,
+        rig.id
+    );
+    for _ in 0..100 {
+        if rig.app.get("/metrics", None).await.text().contains(&series) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rig.app.get("/metrics", None).await.text().contains(&series));
     assert!(exited(publisher).await.status.success());
     let body = tokio::time::timeout(Duration::from_secs(20), viewer)
         .await
@@ -421,10 +437,42 @@ async fn the_ingest_is_restreamed_to_each_destination_and_a_dead_one_recovers_al
     let back = tokio::time::Instant::now();
     events.until("b", "Live").await;
     assert!(back.elapsed() < Duration::from_secs(10));
+    // The same story on /metrics, labelled with the Broadcast resource's name.
+    let metrics = rig.app.get("/metrics", None).await.text();
+    let name = format!("bc-{}", rig.id);
+    for series in [
+        format!(r#"castyard_api_ingest_publishing{{broadcast="{name}"}} 1"#),
+        format!(
+            r#"castyard_api_ingest_destination_state{{broadcast="{name}",destination="b",state="live"}} 1"#
+        ),
+        format!(
+            r#"castyard_api_ingest_destination_state{{broadcast="{name}",destination="b",state="retrying"}} 0"#
+        ),
+        format!(
+            r#"castyard_api_ingest_destination_retries_total{{broadcast="{name}",destination="b"}} "#
+        ),
+        format!(
+            r#"castyard_api_ingest_destination_sent_bytes_total{{broadcast="{name}",destination="a"}} "#
+        ),
+        format!(r#"castyard_api_ingest_received_bytes_total{{broadcast="{name}"}} "#),
+    ] {
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
+    assert!(
+        !metrics.contains(&format!(
+            r#"castyard_api_ingest_destination_retries_total{{broadcast="{name}",destination="a"}}"#
+        )),
+        "a never retried"
+    );
 
     assert!(exited(publisher).await.status.success());
     rig.wait_state("Ended").await;
     assert_eq!(rig.recordings().await.len(), 1);
+    let metrics = rig.app.get("/metrics", None).await.text();
+    assert!(
+        !metrics.contains(&name),
+        "an ended ingest's series are dropped"
+    );
     // nginx finalizes its recording when the publisher goes.
     let a_file = rec_a.path().join("key-a-0001.flv");
     let mut secs = 0.0;

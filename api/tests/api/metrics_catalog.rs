@@ -60,6 +60,38 @@ fn exported() -> BTreeSet<String> {
         })
         .set(1);
 
+    api.ingest
+        .publishing
+        .get_or_create(&mw::BroadcastLabels {
+            broadcast: "bc".into(),
+        })
+        .set(1);
+    api.ingest
+        .received_bytes
+        .get_or_create(&mw::BroadcastLabels {
+            broadcast: "bc".into(),
+        })
+        .inc();
+    api.ingest
+        .flv_viewers
+        .get_or_create(&mw::BroadcastLabels {
+            broadcast: "bc".into(),
+        })
+        .set(1);
+    api.ingest.set_destination_state("bc", "youtube", "live");
+    let ingest_destination = mw::BroadcastDestinationLabels {
+        broadcast: "bc".into(),
+        destination: "youtube".into(),
+    };
+    api.ingest
+        .destination_retries
+        .get_or_create(&ingest_destination)
+        .inc();
+    api.ingest
+        .destination_sent_bytes
+        .get_or_create(&ingest_destination)
+        .inc();
+
     let operator = castyard_operator::metrics::Metrics::default();
     operator.failure("kube");
     operator.set_phase("ns", "bc", Some(castyard_crd::Phase::Live));
