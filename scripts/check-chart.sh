@@ -78,6 +78,7 @@ refuse "limts" --set-json 'mediaWorker.sfuResources={"limts":{"cpu":"1"}}'
 refuse "replicas" --set operator.replicas=0
 refuse "existingSecret" --set api.database.existingSecret=
 refuse "publicUrl" --set api.publicUrl=studio.example.com
+refuse "publicUrl" --set api.rtmp.publicUrl=rtmps://ingest.example.com/live
 
 # The alerts: as a plain rules file, their unit tests, and as the chart embeds them.
 promtool check rules "$CHART/files/alerts.yaml"

@@ -78,6 +78,32 @@ pub struct UpArgs {
     pub common: CommonArgs,
 }
 
+/// Runs the RTMP ingest on `listener` for this server's broadcasts.
+fn start_ingest(state: &AppState, listener: tokio::net::TcpListener, data_dir: &std::path::Path) {
+    let ingest = castyard_media_worker::ingest::Ingest::new(
+        castyard_media_worker::ingest::IngestConfig::new(data_dir),
+        Arc::new(crate::ingest::Hooks(state.clone())),
+        state.metrics.ingest.clone(),
+    );
+    let _ = state.ingest.set(ingest.clone());
+    tracing::info!(
+        url = state.settings.ingest_url.as_deref(),
+        "RTMP ingest listening"
+    );
+    tokio::spawn(async move {
+        if let Err(e) = ingest.serve(listener).await {
+            tracing::error!(error = %e, "the RTMP ingest stopped");
+        }
+    });
+}
+
+/// Binds the RTMP ingest's port, naming the flags in the error.
+async fn bind_rtmp(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("binding {addr} for the RTMP ingest (see --rtmp-listen, --no-rtmp-ingest)")
+    })
+}
+
 /// rtmp://<public host>:<bound port>/live: what OBS is told to use.
 fn ingest_url(public_url: &str, bound: SocketAddr) -> String {
     let host = url::Url::parse(public_url)
@@ -132,6 +158,14 @@ pub struct ApiArgs {
     /// Where recordings and uploads live (a shared volume in the cluster).
     #[arg(long, env = "CASTYARD_DATA_DIR", default_value = "/var/lib/castyard")]
     pub data_dir: PathBuf,
+    /// Run the RTMP ingest (OBS) on this address; off when unset.
+    #[arg(long, env = "CASTYARD_RTMP_LISTEN")]
+    pub rtmp_listen: Option<SocketAddr>,
+    /// The ingest URL OBS is given (rtmp://ingest.example.com:1935/live), when the listen
+    /// address is not what publishers reach (a LoadBalancer in front). Default: the public
+    /// URL's host with the listen port.
+    #[arg(long, env = "CASTYARD_RTMP_URL")]
+    pub rtmp_url: Option<String>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -191,14 +225,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let rtmp = if args.no_rtmp_ingest {
         None
     } else {
-        let l = tokio::net::TcpListener::bind(args.rtmp_listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "binding {} for the RTMP ingest (see --rtmp-listen, --no-rtmp-ingest)",
-                    args.rtmp_listen
-                )
-            })?;
+        let l = bind_rtmp(args.rtmp_listen).await?;
         s.ingest_url = Some(ingest_url(&s.public_url, l.local_addr()?));
         Some(l)
     };
@@ -206,20 +233,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let backend = Arc::new(EmbeddedBackend::with_workers(workers.clone()));
     let state = AppState::new(db, s, &master, hub, backend);
     if let Some(listener) = rtmp {
-        let ingest = castyard_media_worker::ingest::Ingest::new(
-            castyard_media_worker::ingest::IngestConfig::new(&data_dir),
-            Arc::new(crate::ingest::Hooks(state.clone())),
-            state.metrics.ingest.clone(),
-        );
-        tracing::info!(
-            url = state.settings.ingest_url.as_deref(),
-            "RTMP ingest listening"
-        );
-        tokio::spawn(async move {
-            if let Err(e) = ingest.serve(listener).await {
-                tracing::error!(error = %e, "the RTMP ingest stopped");
-            }
-        });
+        start_ingest(&state, listener, &data_dir);
     }
     // Workers died with the last run (their parent-death signal): start what should run.
     let resumed = crate::routes::broadcasts::resync(&state)
@@ -246,7 +260,31 @@ async fn cluster_api(args: ApiArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to the database")?;
     db.migrate().await.context("migrating the database")?;
-    let s = settings(Mode::Kubernetes, args.data_dir, args.listen, &args.common);
+    let mut s = settings(
+        Mode::Kubernetes,
+        args.data_dir.clone(),
+        args.listen,
+        &args.common,
+    );
+    let rtmp = match args.rtmp_listen {
+        Some(addr) => {
+            let l = bind_rtmp(addr).await?;
+            s.ingest_url = Some(match &args.rtmp_url {
+                Some(u) => {
+                    let ep = castyard_media_worker::rtmp_out::Endpoint::parse(u)
+                        .context("--rtmp-url must be rtmp://host[:port]/app")?;
+                    anyhow::ensure!(
+                        !ep.tls,
+                        "--rtmp-url: the ingest serves rtmp://, not rtmps://"
+                    );
+                    u.trim_end_matches('/').to_owned()
+                }
+                None => ingest_url(&s.public_url, l.local_addr()?),
+            });
+            Some(l)
+        }
+        None => None,
+    };
     let hub = match db.kind {
         crate::db::Kind::Postgres => {
             Hub::postgres(&s.replica_id, &args.database_url, db.pool.clone()).await?
@@ -263,7 +301,15 @@ async fn cluster_api(args: ApiArgs) -> anyhow::Result<()> {
         BackendKind::Embedded => Arc::new(EmbeddedBackend::new()),
     };
     let state = AppState::new(db, s, &master, hub, backend);
-    serve(state, args.listen).await
+    if let Some(listener) = rtmp {
+        start_ingest(&state, listener, &args.data_dir);
+    }
+    let ingest = state.ingest.get().cloned();
+    let served = serve(state, args.listen).await;
+    if let Some(ingest) = ingest {
+        ingest.shutdown().await;
+    }
+    served
 }
 
 /// A throwaway state, enough to build the router and its OpenAPI document.

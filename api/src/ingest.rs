@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use castyard_crd::DesiredState;
-use castyard_media_worker::ingest::{Grant, IngestHooks, Recording};
+use castyard_media_worker::ingest::{Authorization, Grant, IngestHooks, Recording};
 use castyard_media_worker::rtmp_out;
 use sqlx::Row;
 
@@ -14,6 +14,9 @@ use crate::routes::broadcasts::{ingest_transition, restream_targets};
 use crate::state::AppState;
 
 pub struct Hooks(pub AppState);
+
+/// A claim not renewed for this long is abandoned: three missed heartbeats (10 s apart).
+const CLAIM_TTL_MS: i64 = 30_000;
 
 /// A path under the data directory as the recordings table stores it (relative).
 fn relative(data_dir: &Path, path: &Path) -> anyhow::Result<String> {
@@ -25,24 +28,58 @@ fn relative(data_dir: &Path, path: &Path) -> anyhow::Result<String> {
 
 #[async_trait::async_trait]
 impl IngestHooks for Hooks {
-    async fn authorize(&self, stream_key: &str) -> anyhow::Result<Option<Grant>> {
+    async fn authorize(&self, stream_key: &str) -> anyhow::Result<Authorization> {
         let hash = crate::crypto::token_hash(stream_key);
         let row = sqlx::query("SELECT id, name, state FROM broadcasts WHERE ingest_key_hash = $1")
             .bind(&hash)
             .fetch_optional(&self.0.db.pool)
             .await?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = row else {
+            return Ok(Authorization::Unknown);
+        };
         if row.try_get::<String, _>("state")? == "Ended" {
-            return Ok(None);
+            return Ok(Authorization::Unknown);
         }
         let broadcast_id: String = row.try_get("id")?;
+        let recording_id = new_id();
+        // One publisher per broadcast across every replica: the claim is taken in one
+        // statement, and only when free or abandoned.
+        let now = now_ms();
+        let claimed = sqlx::query(
+            "UPDATE broadcasts SET ingest_claim = $1, ingest_claimed_at = $2 \
+             WHERE id = $3 AND (ingest_claim IS NULL OR ingest_claimed_at < $4)",
+        )
+        .bind(&recording_id)
+        .bind(now)
+        .bind(&broadcast_id)
+        .bind(now - CLAIM_TTL_MS)
+        .execute(&self.0.db.writer)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(Authorization::Busy);
+        }
         let destinations = restream_targets(&self.0, &broadcast_id).await?;
-        Ok(Some(Grant {
+        Ok(Authorization::Granted(Grant {
             name: row.try_get("name")?,
             broadcast_id,
-            recording_id: new_id(),
+            recording_id,
             destinations,
         }))
+    }
+
+    async fn heartbeat(&self, grant: &Grant) {
+        let renewed = sqlx::query(
+            "UPDATE broadcasts SET ingest_claimed_at = $1 WHERE id = $2 AND ingest_claim = $3",
+        )
+        .bind(now_ms())
+        .bind(&grant.broadcast_id)
+        .bind(&grant.recording_id)
+        .execute(&self.0.db.writer)
+        .await;
+        if let Err(e) = renewed {
+            tracing::warn!(broadcast = %grant.broadcast_id, error = %e, "could not renew the ingest claim");
+        }
     }
 
     async fn started(&self, grant: &Grant) {
@@ -62,6 +99,17 @@ impl IngestHooks for Hooks {
     }
 
     async fn ended(&self, grant: &Grant, recording: Recording) {
+        let released = sqlx::query(
+            "UPDATE broadcasts SET ingest_claim = NULL, ingest_claimed_at = NULL \
+             WHERE id = $1 AND ingest_claim = $2",
+        )
+        .bind(&grant.broadcast_id)
+        .bind(&grant.recording_id)
+        .execute(&self.0.db.writer)
+        .await;
+        if let Err(e) = released {
+            tracing::warn!(broadcast = %grant.broadcast_id, error = %e, "could not release the ingest claim");
+        }
         if let Err(e) = self.record(grant, &recording).await {
             tracing::warn!(broadcast = %grant.broadcast_id, error = %e, "could not register the recording");
         }

@@ -39,6 +39,8 @@ pub struct IngestConfig {
     pub hls_segment_seconds: u32,
     /// A still of a live ingest, `<hls_root>/<id>/thumb.jpg`, is refreshed this often.
     pub thumbnail_seconds: u32,
+    /// How often a live publish renews its claim on its broadcast (see `IngestHooks`).
+    pub claim_refresh: Duration,
 }
 
 impl IngestConfig {
@@ -52,6 +54,7 @@ impl IngestConfig {
             max_connections: 256,
             hls_segment_seconds: 2,
             thumbnail_seconds: 10,
+            claim_refresh: Duration::from_secs(10),
         }
     }
 }
@@ -76,12 +79,24 @@ pub struct Recording {
     pub size_bytes: u64,
 }
 
+/// What a stream key gets at publish time.
+#[derive(Debug)]
+pub enum Authorization {
+    Granted(Grant),
+    /// Unknown, rotated out, revoked, or its broadcast has ended.
+    Unknown,
+    /// Another publisher holds the key, on this process or another replica.
+    Busy,
+}
+
 /// What the ingest asks of the API side: keys, and lifecycle updates.
 #[async_trait::async_trait]
 pub trait IngestHooks: Send + Sync + 'static {
-    /// The broadcast a stream key publishes to, or None when the key is unknown, revoked or
-    /// its broadcast has ended.
-    async fn authorize(&self, stream_key: &str) -> anyhow::Result<Option<Grant>>;
+    /// Checks the key and, when it is free, claims its broadcast for this publish.
+    async fn authorize(&self, stream_key: &str) -> anyhow::Result<Authorization>;
+    /// Called every few seconds while live: a claim not renewed is taken as abandoned (a
+    /// replica that died mid-publish), so the key is not blocked forever.
+    async fn heartbeat(&self, grant: &Grant);
     async fn started(&self, grant: &Grant);
     async fn ended(&self, grant: &Grant, recording: Recording);
     /// A destination's output changed state (with the error that made it retry).
@@ -325,8 +340,13 @@ impl Ingest {
         }
         // The key is checked before anything is spawned or written.
         let grant = match self.hooks.authorize(&key).await? {
-            Some(g) => g,
-            None => return refuse(&mut tcp, &mut session, request, Refusal::UnknownKey).await,
+            Authorization::Granted(g) => g,
+            Authorization::Unknown => {
+                return refuse(&mut tcp, &mut session, request, Refusal::UnknownKey).await;
+            }
+            Authorization::Busy => {
+                return refuse(&mut tcp, &mut session, request, Refusal::AlreadyPublishing).await;
+            }
         };
         let channel = Arc::new(Channel::default());
         let taken = {
@@ -366,15 +386,14 @@ impl Ingest {
             channel.subscribe(),
         ));
         self.hooks.started(&grant).await;
+        let mut sinks = Sinks {
+            output: &mut output,
+            channel: &channel,
+            received: &received,
+            grant: &grant,
+        };
         let streamed = self
-            .stream(
-                &mut tcp,
-                &mut session,
-                &mut output,
-                &channel,
-                &received,
-                &mut pending,
-            )
+            .stream(&mut tcp, &mut session, &mut sinks, &mut pending)
             .await;
         if let Err(e) = &streamed {
             tracing::info!(%peer, broadcast = %grant.broadcast_id, error = %e, "ingest interrupted");
@@ -459,13 +478,14 @@ impl Ingest {
         &self,
         tcp: &mut TcpStream,
         session: &mut ServerSession,
-        output: &mut Remux,
-        channel: &Channel,
-        received: &prometheus_client::metrics::counter::Counter,
+        sinks: &mut Sinks<'_>,
         pending: &mut Vec<u8>,
     ) -> anyhow::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut stop = self.stop.subscribe();
+        let mut heartbeat = tokio::time::interval(self.config.claim_refresh);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
         loop {
             if !pending.is_empty() {
                 let results = session
@@ -491,9 +511,9 @@ impl Ingest {
                                 timestamp_ms: timestamp.value,
                                 data,
                             };
-                            received.inc_by(tag.data.len() as u64);
-                            output.tag(&tag).await?;
-                            channel.push(tag);
+                            sinks.received.inc_by(tag.data.len() as u64);
+                            sinks.output.tag(&tag).await?;
+                            sinks.channel.push(tag);
                         }
                         ServerSessionResult::UnhandleableMessageReceived(_) => {}
                     }
@@ -505,7 +525,11 @@ impl Ingest {
                     n.map_err(|_| anyhow::anyhow!("publisher silent for {idle:?}"))??
                 }
                 // Shutting down: end as if the publisher had stopped, so outputs finalize.
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => return Ok(()),
+                _ = heartbeat.tick() => {
+                    self.hooks.heartbeat(sinks.grant).await;
+                    continue;
+                }
             };
             if n == 0 {
                 return Ok(());
@@ -529,6 +553,14 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// Where a live publish's tags go, and whose they are.
+struct Sinks<'a> {
+    output: &'a mut Remux,
+    channel: &'a Channel,
+    received: &'a prometheus_client::metrics::counter::Counter,
+    grant: &'a Grant,
 }
 
 /// Removes a broadcast from the publishing set however its publish ends.

@@ -21,8 +21,8 @@ fn spawn_up(
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_castyard"));
     cmd.args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data)
-        // Tests run side by side: each ingest on a port of its own.
-        .args(["--rtmp-listen", "127.0.0.1:0"])
+        // Tests run side by side: each ingest on a port of its own (a flag overrides it).
+        .env("CASTYARD_RTMP_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped());
     configure(&mut cmd);
     let mut child = cmd.spawn().unwrap();
@@ -311,4 +311,118 @@ fn up_runs_each_broadcasts_workers_and_never_leaves_one_behind() {
     // Even when castyard is killed outright, its workers die with it.
     up.signal("-KILL");
     assert!(gone_soon(pid), "worker {pid} orphaned by a killed castyard");
+}
+
+/// The ingest inside the real `castyard up`: OBS (ffmpeg) publishes, HTTP-FLV serves it, and a
+/// SIGTERM mid-publish still leaves the recording listed and the broadcast ended.
+#[test]
+fn up_runs_the_rtmp_ingest_and_finishes_it_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rtmp = free_port();
+    let (child, port) = spawn_up(&data, |c| {
+        c.args(["--rtmp-listen", &format!("127.0.0.1:{rtmp}")]);
+    });
+    let mut up = Up { child, port };
+    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+    let (_, body) = http(
+        port,
+        "POST",
+        "/api/auth/register",
+        None,
+        r#"{"email":"obs@example.com","password":"correct horse","displayName":"OBS"}"#,
+    );
+    let token = json(&body)["accessToken"].as_str().unwrap().to_owned();
+    let (_, body) = http(
+        port,
+        "POST",
+        "/api/broadcasts",
+        Some(&token),
+        r#"{"title":"OBS"}"#,
+    );
+    let id = json(&body)["id"].as_str().unwrap().to_owned();
+    let (line, body) = http(
+        port,
+        "POST",
+        &format!("/api/broadcasts/{id}/ingest-key"),
+        Some(&token),
+        "{}",
+    );
+    assert!(line.contains("201"), "{line} {body}");
+    let key = json(&body);
+    assert_eq!(key["serverUrl"], format!("rtmp://127.0.0.1:{rtmp}/live"));
+
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine", "-t", "30"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac", "-f", "flv", key["url"].as_str().unwrap()])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = http(
+            port,
+            "GET",
+            &format!("/api/broadcasts/{id}"),
+            Some(&token),
+            "",
+        );
+        if json(&body)["state"] == "Live" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never live: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // HTTP-FLV answers with an FLV stream while live.
+    let flv = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/live/{id}.flv"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&flv.stdout).contains("h264"),
+        "{}",
+        String::from_utf8_lossy(&flv.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    assert!(up.signal("-TERM").success(), "castyard exits cleanly");
+    let _ = publisher.wait();
+    // Restarted, it lists what the shutdown finalized.
+    let (child, port) = spawn_up(&data, |c| {
+        c.arg("--no-rtmp-ingest");
+    });
+    let mut up = Up { child, port };
+    let (_, body) = http(
+        port,
+        "GET",
+        &format!("/api/broadcasts/{id}"),
+        Some(&token),
+        "",
+    );
+    assert_eq!(json(&body)["state"], "Ended", "{body}");
+    let (_, body) = http(port, "GET", "/api/recordings", Some(&token), "");
+    let recs = json(&body);
+    assert_eq!(recs.as_array().unwrap().len(), 1, "{body}");
+    assert!(recs[0]["durationMs"].as_i64().unwrap() >= 1_000, "{body}");
+    assert!(up.signal("-TERM").success());
 }

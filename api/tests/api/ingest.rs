@@ -652,6 +652,68 @@ async fn a_publisher_killed_mid_stream_leaves_a_finalized_playable_recording() {
 }
 
 #[tokio::test]
+async fn one_publisher_per_key_across_replicas_and_an_abandoned_claim_expires() {
+    let rig = rig_with(|_| {}).await;
+    // A second replica: its own ingest and port, the same database.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_port = listener.local_addr().unwrap().port();
+    let other = Ingest::new(
+        IngestConfig::new(&rig.app.state.settings.data_dir),
+        Arc::new(Hooks(rig.app.state.clone())),
+        rig.app.state.metrics.ingest.clone(),
+    );
+    tokio::spawn(other.serve(listener));
+    let key = rig.new_key().await;
+    let stream_key = key["streamKey"].as_str().unwrap();
+    let first = publish(key["url"].as_str().unwrap(), 3, true);
+    rig.wait_state("Live").await;
+    let elsewhere = format!("rtmp://127.0.0.1:{other_port}/live/{stream_key}");
+    let out = exited(publish(&elsewhere, 1, false)).await;
+    assert!(
+        !out.status.success(),
+        "the other replica refuses the key while it is live"
+    );
+    assert!(exited(first).await.status.success());
+    rig.wait_state("Ended").await;
+
+    // A replica that died mid-publish leaves its claim; after 30 s unrenewed it is free.
+    let rig = rig_with(|_| {}).await;
+    let key = rig.new_key().await;
+    let stale = castyard_api::db::now_ms() - 31_000;
+    sqlx::query(
+        "UPDATE broadcasts SET ingest_claim = 'dead-replica', ingest_claimed_at = $1 WHERE id = $2",
+    )
+    .bind(stale)
+    .bind(&rig.id)
+    .execute(&rig.app.state.db.writer)
+    .await
+    .unwrap();
+    assert!(
+        exited(publish(key["url"].as_str().unwrap(), 1, false))
+            .await
+            .status
+            .success()
+    );
+    rig.wait_state("Ended").await;
+    // A fresh claim is honoured.
+    let rig = rig_with(|_| {}).await;
+    let key = rig.new_key().await;
+    sqlx::query("UPDATE broadcasts SET ingest_claim = 'live-elsewhere', ingest_claimed_at = $1 WHERE id = $2")
+        .bind(castyard_api::db::now_ms())
+        .bind(&rig.id)
+        .execute(&rig.app.state.db.writer)
+        .await
+        .unwrap();
+    assert!(
+        !exited(publish(key["url"].as_str().unwrap(), 1, false))
+            .await
+            .status
+            .success()
+    );
+    assert_eq!(rig.state().await, "Backstage");
+}
+
+#[tokio::test]
 async fn shutdown_ends_live_ingests_with_their_recordings_registered() {
     let rig = rig_with(|_| {}).await;
     let key = rig.new_key().await;
