@@ -84,8 +84,12 @@ impl TestApp {
     }
 
     pub async fn postgres() -> Self {
+        Self::postgres_with(|_| {}).await
+    }
+
+    pub async fn postgres_with(tune: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        Self::build(&fresh_postgres_url().await, dir, |_| {}, None).await
+        Self::build(&fresh_postgres_url().await, dir, tune, None).await
     }
 
     pub async fn with_backend(backend: Arc<dyn BroadcastBackend>) -> Self {

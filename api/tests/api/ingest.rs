@@ -18,13 +18,44 @@ struct Rig {
     rtmp: u16,
 }
 
+/// The scenarios whose SQL matters (keys, claims, recordings, state) run on both databases.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(false).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(true).await
+            }
+        })*
+    };
+}
+
+on_both!(
+    an_obs_publish_becomes_hls_a_live_stream_and_a_playable_recording,
+    unknown_rotated_and_revoked_keys_and_a_second_publisher_are_refused,
+    a_revoked_key_is_refused_and_keys_are_the_owners_alone,
+    one_publisher_per_key_across_replicas_and_an_abandoned_claim_expires,
+);
+
 async fn rig_with(tune: impl FnOnce(&mut IngestConfig)) -> Rig {
+    rig_on(false, tune).await
+}
+
+async fn rig_on(postgres: bool, tune: impl FnOnce(&mut IngestConfig)) -> Rig {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rtmp = listener.local_addr().unwrap().port();
-    let app = TestApp::sqlite_with(|s| {
+    let settings = |s: &mut castyard_api::Settings| {
         s.ingest_url = Some(format!("rtmp://127.0.0.1:{rtmp}/live"));
-    })
-    .await;
+    };
+    let app = if postgres {
+        TestApp::postgres_with(settings).await
+    } else {
+        TestApp::sqlite_with(settings).await
+    };
     let mut config = IngestConfig::new(&app.state.settings.data_dir);
     config.hls_segment_seconds = 1;
     config.thumbnail_seconds = 1;
@@ -138,9 +169,8 @@ async fn exited(mut child: Child) -> std::process::Output {
     .unwrap()
 }
 
-#[tokio::test]
-async fn an_obs_publish_becomes_hls_a_live_stream_and_a_playable_recording() {
-    let rig = rig_with(|_| {}).await;
+async fn an_obs_publish_becomes_hls_a_live_stream_and_a_playable_recording(pg: bool) {
+    let rig = rig_on(pg, |_| {}).await;
     let key = rig.new_key().await;
     assert_eq!(
         key["serverUrl"],
@@ -501,9 +531,8 @@ async fn the_ingest_is_restreamed_to_each_destination_and_a_dead_one_recovers_al
     drop((a, b));
 }
 
-#[tokio::test]
-async fn unknown_rotated_and_revoked_keys_and_a_second_publisher_are_refused() {
-    let rig = rig_with(|_| {}).await;
+async fn unknown_rotated_and_revoked_keys_and_a_second_publisher_are_refused(pg: bool) {
+    let rig = rig_on(pg, |_| {}).await;
     let before = rig.app.snapshot().await;
     let wrong = format!("rtmp://127.0.0.1:{}/live/not-a-key", rig.rtmp);
     let out = exited(publish(&wrong, 1, false)).await;
@@ -546,9 +575,8 @@ async fn unknown_rotated_and_revoked_keys_and_a_second_publisher_are_refused() {
     assert_eq!(rig.recordings().await.len(), 1);
 }
 
-#[tokio::test]
-async fn a_revoked_key_is_refused_and_keys_are_the_owners_alone() {
-    let rig = rig_with(|_| {}).await;
+async fn a_revoked_key_is_refused_and_keys_are_the_owners_alone(pg: bool) {
+    let rig = rig_on(pg, |_| {}).await;
     let key = rig.new_key().await;
     let r = rig
         .app
@@ -651,9 +679,8 @@ async fn a_publisher_killed_mid_stream_leaves_a_finalized_playable_recording() {
     assert!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
 }
 
-#[tokio::test]
-async fn one_publisher_per_key_across_replicas_and_an_abandoned_claim_expires() {
-    let rig = rig_with(|_| {}).await;
+async fn one_publisher_per_key_across_replicas_and_an_abandoned_claim_expires(pg: bool) {
+    let rig = rig_on(pg, |_| {}).await;
     // A second replica: its own ingest and port, the same database.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let other_port = listener.local_addr().unwrap().port();
@@ -677,7 +704,7 @@ async fn one_publisher_per_key_across_replicas_and_an_abandoned_claim_expires() 
     rig.wait_state("Ended").await;
 
     // A replica that died mid-publish leaves its claim; after 30 s unrenewed it is free.
-    let rig = rig_with(|_| {}).await;
+    let rig = rig_on(pg, |_| {}).await;
     let key = rig.new_key().await;
     let stale = castyard_api::db::now_ms() - 31_000;
     sqlx::query(
@@ -696,7 +723,7 @@ async fn one_publisher_per_key_across_replicas_and_an_abandoned_claim_expires() 
     );
     rig.wait_state("Ended").await;
     // A fresh claim is honoured.
-    let rig = rig_with(|_| {}).await;
+    let rig = rig_on(pg, |_| {}).await;
     let key = rig.new_key().await;
     sqlx::query("UPDATE broadcasts SET ingest_claim = 'live-elsewhere', ingest_claimed_at = $1 WHERE id = $2")
         .bind(castyard_api::db::now_ms())
