@@ -29,6 +29,38 @@ pub struct Db {
     pub url: String,
 }
 
+/// Postgres may come up after the API (a fresh cluster, a failover): retried, visibly, for
+/// about a minute before giving up.
+const POSTGRES_ATTEMPTS: usize = 8;
+
+/// One pool, retried with backoff (1 s doubling to 10 s) while the server is unreachable; each
+/// failure is logged, so a waiting API is never silent.
+pub async fn connect_postgres(
+    options: &AnyConnectOptions,
+    attempts: usize,
+    attempt_timeout: std::time::Duration,
+) -> anyhow::Result<AnyPool> {
+    use backon::Retryable;
+    let connect = || {
+        AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(attempt_timeout)
+            .connect_with(options.clone())
+    };
+    connect
+        .retry(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(std::time::Duration::from_secs(1))
+                .with_max_delay(std::time::Duration::from_secs(10))
+                .with_max_times(attempts.saturating_sub(1)),
+        )
+        .notify(|e, wait| {
+            tracing::warn!(error = %e, retry_in = ?wait, "the database is unreachable; retrying")
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the database is unreachable after {attempts} attempts: {e}"))
+}
+
 impl Db {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         install_default_drivers();
@@ -68,10 +100,12 @@ impl Db {
                 (pool, writer)
             }
             Kind::Postgres => {
-                let p = AnyPoolOptions::new()
-                    .max_connections(16)
-                    .connect_with(options)
-                    .await?;
+                let p = connect_postgres(
+                    &options,
+                    POSTGRES_ATTEMPTS,
+                    std::time::Duration::from_secs(10),
+                )
+                .await?;
                 (p.clone(), p)
             }
         };

@@ -177,3 +177,18 @@ async fn swagger_ui_and_frontend_are_served_from_their_folders() {
             .contains("Castyard is running")
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_database_is_retried_then_named_in_the_error() {
+    use std::str::FromStr;
+    sqlx::any::install_default_drivers();
+    // Two short attempts with the 1 s backoff between them.
+    let options =
+        sqlx::any::AnyConnectOptions::from_str("postgres://nobody@127.0.0.1:1/none").unwrap();
+    let err =
+        castyard_api::db::connect_postgres(&options, 2, std::time::Duration::from_millis(500))
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("unreachable after 2 attempts"), "{err}");
+}
