@@ -163,6 +163,11 @@ pub async fn ingest_transition(state: &AppState, id: &str, to: DesiredState) -> 
         .bind(&b.id)
         .execute(&mut *tx)
         .await?;
+    // Live from an ingest needs no compositor (the ingest is the show), so the workers stay as
+    // they were; an end stops them all.
+    if to == DesiredState::Ended {
+        apply(state, &mut tx, &b).await?;
+    }
     tx.commit().await?;
     changed(state, &owner);
     let event = match to {

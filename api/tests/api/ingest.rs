@@ -179,6 +179,10 @@ async fn an_obs_publish_becomes_hls_a_live_stream_and_a_playable_recording(pg: b
     let publisher = publish(key["url"].as_str().unwrap(), 4, true);
 
     rig.wait_state("Live").await;
+    // The ingest is the show: no compositor is started for it.
+    let name = format!("bc-{}", rig.id);
+    let w = rig.app.embedded.workloads(&name).unwrap();
+    assert!(w.sfu.is_some() && w.compositor.is_none(), "{w:?}");
     // Live now: listed with its HLS playlist and a thumbnail once they are out.
     let mut hls_url = Value::Null;
     let mut thumb = Value::Null;
@@ -265,6 +269,9 @@ async fn an_obs_publish_becomes_hls_a_live_stream_and_a_playable_recording(pg: b
         String::from_utf8_lossy(&out.stderr)
     );
     rig.wait_state("Ended").await;
+    // Ended: the broadcast's workers are told to stop.
+    let w = rig.app.embedded.workloads(&name).unwrap();
+    assert!(w.sfu.is_none() && w.compositor.is_none(), "{w:?}");
     let recs = rig.recordings().await;
     assert_eq!(recs.len(), 1, "{recs:?}");
     let rec = &recs[0];
