@@ -146,23 +146,8 @@ pub async fn ingest_transition(state: &AppState, id: &str, to: DesiredState) -> 
     if b.spec.state == to || b.spec.state == DesiredState::Ended {
         return Ok(());
     }
-    b.spec.state = to;
-    let now = now_ms();
-    match to {
-        DesiredState::Live => b.started_at = b.started_at.or(Some(now)),
-        DesiredState::Ended => b.ended_at = Some(now),
-        DesiredState::Backstage => {}
-    }
-    b.updated_at = now;
-    sqlx::query("UPDATE broadcasts SET state = $1, spec = $2, started_at = $3, ended_at = $4, updated_at = $5 WHERE id = $6")
-        .bind(state_str(to))
-        .bind(serde_json::to_string(&b.spec).map_err(anyhow::Error::from)?)
-        .bind(b.started_at)
-        .bind(b.ended_at)
-        .bind(b.updated_at)
-        .bind(&b.id)
-        .execute(&mut *tx)
-        .await?;
+    enter(&mut b, to);
+    store(&mut tx, &mut b).await?;
     // Live from an ingest needs no compositor (the ingest is the show), so the workers stay as
     // they were; an end stops them all.
     if to == DesiredState::Ended {
@@ -909,6 +894,12 @@ async fn save(
     conn: &mut AnyConnection,
     b: &mut Stored,
 ) -> Result<Vec<StoredDestination>> {
+    store(conn, b).await?;
+    apply(state, conn, b).await
+}
+
+/// Writes the broadcast's row, without telling the backend.
+async fn store(conn: &mut AnyConnection, b: &mut Stored) -> Result<()> {
     b.updated_at = now_ms();
     sqlx::query("UPDATE broadcasts SET title = $1, state = $2, spec = $3, started_at = $4, ended_at = $5, updated_at = $6 WHERE id = $7")
         .bind(&b.spec.title)
@@ -920,7 +911,18 @@ async fn save(
         .bind(&b.id)
         .execute(&mut *conn)
         .await?;
-    apply(state, conn, b).await
+    Ok(())
+}
+
+/// Moves the broadcast to `to`, stamping when it first went live and when it ended.
+fn enter(b: &mut Stored, to: DesiredState) {
+    b.spec.state = to;
+    let now = now_ms();
+    match to {
+        DesiredState::Live => b.started_at = b.started_at.or(Some(now)),
+        DesiredState::Ended => b.ended_at = Some(now),
+        DesiredState::Backstage => {}
+    }
 }
 
 /// Delete a broadcast, its workers and its destinations. Recordings are kept.
@@ -962,13 +964,7 @@ async fn transition(
         ));
     }
     if from != to {
-        b.spec.state = to;
-        let now = now_ms();
-        match to {
-            DesiredState::Live => b.started_at = b.started_at.or(Some(now)),
-            DesiredState::Ended => b.ended_at = Some(now),
-            DesiredState::Backstage => {}
-        }
+        enter(&mut b, to);
     }
     let v = if from != to {
         let dests = save(state, &mut tx, &mut b).await?;
