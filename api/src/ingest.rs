@@ -95,7 +95,22 @@ impl IngestHooks for Hooks {
         state: rtmp_out::State,
         error: Option<String>,
     ) {
-        self.publish_destination(grant, name, state, error).await;
+        let state = match state {
+            rtmp_out::State::Connecting => castyard_crd::DestinationState::Connecting,
+            rtmp_out::State::Live => castyard_crd::DestinationState::Live,
+            rtmp_out::State::Retrying => castyard_crd::DestinationState::Retrying,
+        };
+        self.0
+            .hub
+            .publish(Event::Broadcast {
+                broadcast_id: grant.broadcast_id.clone(),
+                event: BroadcastEvent::Destination {
+                    name: name.to_owned(),
+                    state,
+                    last_error: error,
+                },
+            })
+            .await;
     }
 
     async fn ended(&self, grant: &Grant, recording: Recording) {
@@ -120,31 +135,6 @@ impl IngestHooks for Hooks {
 }
 
 impl Hooks {
-    async fn publish_destination(
-        &self,
-        grant: &Grant,
-        name: &str,
-        state: rtmp_out::State,
-        error: Option<String>,
-    ) {
-        let state = match state {
-            rtmp_out::State::Connecting => castyard_crd::DestinationState::Connecting,
-            rtmp_out::State::Live => castyard_crd::DestinationState::Live,
-            rtmp_out::State::Retrying => castyard_crd::DestinationState::Retrying,
-        };
-        self.0
-            .hub
-            .publish(Event::Broadcast {
-                broadcast_id: grant.broadcast_id.clone(),
-                event: BroadcastEvent::Destination {
-                    name: name.to_owned(),
-                    state,
-                    last_error: error,
-                },
-            })
-            .await;
-    }
-
     async fn record(&self, grant: &Grant, r: &Recording) -> anyhow::Result<()> {
         if r.size_bytes == 0 {
             return Ok(());

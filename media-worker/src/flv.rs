@@ -126,10 +126,6 @@ impl Channel {
         first.extend(s.gop.iter().cloned());
         (first, rx)
     }
-
-    pub fn subscribers(&self) -> usize {
-        self.tx.receiver_count()
-    }
 }
 
 #[cfg(test)]

@@ -161,14 +161,6 @@ impl Ingest {
         })
     }
 
-    pub fn is_publishing(&self, broadcast_id: &str) -> bool {
-        self.channel(broadcast_id).is_some()
-    }
-
-    fn channel(&self, broadcast_id: &str) -> Option<Arc<Channel>> {
-        self.live(broadcast_id).map(|(c, _)| c)
-    }
-
     fn live(&self, broadcast_id: &str) -> Option<(Arc<Channel>, String)> {
         self.publishing
             .lock()
@@ -194,11 +186,6 @@ impl Ingest {
             rx,
             counted: Counted(gauge),
         })
-    }
-
-    /// HTTP-FLV viewers of a live ingest.
-    pub fn watchers(&self, broadcast_id: &str) -> usize {
-        self.channel(broadcast_id).map_or(0, |c| c.subscribers())
     }
 
     /// Ends every live publish (finalizing and registering each recording) and refuses new
@@ -438,14 +425,8 @@ impl Ingest {
         let metrics = self.metrics.clone();
         let broadcast = grant.name.clone();
         let report: crate::rtmp_out::Report = Arc::new(move |name: &str, state, error| {
-            use crate::rtmp_out::State;
-            let label = match state {
-                State::Connecting => "connecting",
-                State::Live => "live",
-                State::Retrying => "retrying",
-            };
-            metrics.set_destination_state(&broadcast, name, label);
-            if state == State::Retrying {
+            metrics.set_destination_state(&broadcast, name, state.into());
+            if state == crate::rtmp_out::State::Retrying {
                 metrics
                     .destination_retries
                     .get_or_create(&crate::metrics::BroadcastDestinationLabels {

@@ -49,6 +49,16 @@ pub enum DestinationState {
     Stopped,
 }
 
+impl From<crate::rtmp_out::State> for DestinationState {
+    fn from(s: crate::rtmp_out::State) -> Self {
+        match s {
+            crate::rtmp_out::State::Connecting => Self::Connecting,
+            crate::rtmp_out::State::Live => Self::Live,
+            crate::rtmp_out::State::Retrying => Self::Retrying,
+        }
+    }
+}
+
 impl DestinationState {
     pub const ALL: [Self; 5] = [
         Self::Connecting,
@@ -297,9 +307,6 @@ pub struct IngestMetrics {
     pub destination_sent_bytes: Family<BroadcastDestinationLabels, Counter>,
 }
 
-/// The states an ingest's destination output reports (`rtmp_out::State`), plus stopped.
-const INGEST_DESTINATION_STATES: [&str; 4] = ["connecting", "live", "retrying", "stopped"];
-
 impl IngestMetrics {
     /// Registers under `<prefix>_ingest_…`.
     pub fn register(&self, registry: &mut Registry) {
@@ -336,13 +343,18 @@ impl IngestMetrics {
         );
     }
 
-    pub fn set_destination_state(&self, broadcast: &str, destination: &str, state: &str) {
-        for s in INGEST_DESTINATION_STATES {
+    pub fn set_destination_state(
+        &self,
+        broadcast: &str,
+        destination: &str,
+        state: DestinationState,
+    ) {
+        for s in DestinationState::ALL {
             self.destination_state
                 .get_or_create(&BroadcastDestinationStateLabels {
                     broadcast: broadcast.to_owned(),
                     destination: destination.to_owned(),
-                    state: s.to_owned(),
+                    state: s.as_str().to_owned(),
                 })
                 .set(i64::from(s == state));
         }
@@ -363,12 +375,12 @@ impl IngestMetrics {
             };
             self.destination_retries.remove(&l);
             self.destination_sent_bytes.remove(&l);
-            for s in INGEST_DESTINATION_STATES {
+            for s in DestinationState::ALL {
                 self.destination_state
                     .remove(&BroadcastDestinationStateLabels {
                         broadcast: broadcast.to_owned(),
                         destination: d.clone(),
-                        state: s.to_owned(),
+                        state: s.as_str().to_owned(),
                     });
             }
         }

@@ -78,7 +78,8 @@ fn exported() -> BTreeSet<String> {
             broadcast: "bc".into(),
         })
         .set(1);
-    api.ingest.set_destination_state("bc", "youtube", "live");
+    api.ingest
+        .set_destination_state("bc", "youtube", mw::DestinationState::Live);
     let ingest_destination = mw::BroadcastDestinationLabels {
         broadcast: "bc".into(),
         destination: "youtube".into(),
