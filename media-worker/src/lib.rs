@@ -6,3 +6,4 @@ pub mod flv;
 pub mod ingest;
 pub mod metrics;
 pub mod rtmp_out;
+pub mod sfu;

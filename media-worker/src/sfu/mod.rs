@@ -1,0 +1,8 @@
+//! The SFU role: a WebRTC studio for a host and guests on one UDP port (str0m, ICE-lite).
+//! Layers point one way: `forward` (media) <- `room` (people) <- `server` (sockets, HTTP).
+
+pub mod forward;
+pub mod layers;
+pub mod room;
+pub mod signal;
+pub mod speaker;
