@@ -1,6 +1,7 @@
 //! The media worker's roles and what they share; `main.rs` only parses the command line.
 #![forbid(unsafe_code)]
 
+pub mod bot;
 pub mod compositor;
 pub mod flv;
 pub mod ingest;

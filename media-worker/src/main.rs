@@ -1,6 +1,10 @@
 //! `castyard-media-worker sfu|compositor`: one binary, two roles (each lands with its issue).
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use anyhow::Context;
+use castyard_crd::SfuConfig;
+use castyard_media_worker::sfu::server::{Sfu, SfuOptions};
 use clap::{Args, Parser, Subcommand};
 
 /// Castyard's per-broadcast media worker.
@@ -14,7 +18,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Role {
     /// WebRTC SFU: one UDP port for all peers, forwards on-stage tracks to the compositor.
-    Sfu(Common),
+    Sfu(SfuArgs),
     /// Compositor: mixes on-stage tracks into one show, encodes once, fans out to every output.
     Compositor(Common),
 }
@@ -30,19 +34,95 @@ struct Common {
     keys_dir: PathBuf,
 }
 
+#[derive(Args, Debug)]
+struct SfuArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The IP browsers send media to. Defaults to the pod's IP (CASTYARD_POD_IP), which is
+    /// right for host networking and the embedded mode; behind NAT or a LoadBalancer set it.
+    #[arg(long, env = "CASTYARD_ADVERTISE_IP")]
+    advertise_ip: Option<IpAddr>,
+    /// The UDP port browsers send media to, when it differs from the media port (NodePort).
+    #[arg(long, env = "CASTYARD_ADVERTISE_PORT")]
+    advertise_port: Option<u16>,
+    #[arg(long, env = "CASTYARD_POD_IP", hide = true)]
+    pod_ip: Option<IpAddr>,
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn,dimpl=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let (name, common) = match &cli.role {
-        Role::Sfu(c) => ("sfu", c),
-        Role::Compositor(c) => ("compositor", c),
+    init_logs();
+    let result = match cli.role {
+        Role::Sfu(args) => run_sfu(args),
+        Role::Compositor(c) => std::fs::metadata(&c.config)
+            .with_context(|| format!("cannot read {}", c.config.display()))
+            .and_then(|_| anyhow::bail!("the compositor role is not built yet")),
     };
-    if let Err(e) = std::fs::metadata(&common.config) {
-        eprintln!(
-            "castyard-media-worker: cannot read {}: {e}",
-            common.config.display()
-        );
-        return std::process::ExitCode::from(2);
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("castyard-media-worker: {e:#}");
+            std::process::ExitCode::from(2)
+        }
     }
-    eprintln!("castyard-media-worker: the {name} role is not built yet");
-    std::process::ExitCode::from(2)
+}
+
+fn read_config<T: serde::de::DeserializeOwned>(path: &PathBuf) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))
+}
+
+fn run_sfu(args: SfuArgs) -> anyhow::Result<()> {
+    let config: SfuConfig = read_config(&args.common.config)?;
+    let ip = args
+        .advertise_ip
+        .or(args.pod_ip)
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let opts = SfuOptions {
+        broadcast: config.broadcast.clone(),
+        max_participants: config.max_participants,
+        media: SocketAddr::from(([0, 0, 0, 0], config.media_port)),
+        advertised: SocketAddr::new(ip, args.advertise_port.unwrap_or(config.media_port)),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let sfu = Sfu::start(opts).context("cannot bind the media port")?;
+        let control = SocketAddr::from(([0, 0, 0, 0], config.signalling_port));
+        let listener = tokio::net::TcpListener::bind(control)
+            .await
+            .with_context(|| format!("cannot bind the signalling port {control}"))?;
+        tracing::info!(%control, broadcast = %config.broadcast, "SFU ready");
+        let app = sfu.router();
+        let stop = sfu.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                terminated().await;
+                tracing::info!("stopping: telling participants goodbye");
+                stop.shutdown();
+            })
+            .await?;
+        Ok(())
+    })
+}
+
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

@@ -164,7 +164,16 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
             Role::Compositor => observed.compositor = seen,
         }
     }
-    let status = compute(b, &observed, &now());
+    let mut status = compute(b, &observed, &now());
+    // The API relays studio signalling to the SFU's Service, which has the SFU pod's name.
+    status.endpoints = observed.sfu.is_some().then(|| castyard_crd::Endpoints {
+        signalling: Some(format!(
+            "{}.{ns}.svc:{}",
+            child_name(&name, Role::Sfu),
+            castyard_crd::workloads::SFU_SIGNALLING_PORT
+        )),
+        ..status.endpoints.clone().unwrap_or_default()
+    });
     let settled = matches!(
         status.phase,
         Some(Phase::Backstage | Phase::Live | Phase::Ended)

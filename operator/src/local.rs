@@ -223,7 +223,17 @@ impl LocalBackend {
                 Role::Compositor => observed.compositor = seen,
             }
         }
-        compute(b, &observed, &Time(k8s_openapi::jiff::Timestamp::now()))
+        let mut status = compute(b, &observed, &Time(k8s_openapi::jiff::Timestamp::now()));
+        let workers = self.workers.lock().await;
+        status.endpoints = workers.get(&(name, Role::Sfu.as_str())).map(|w| {
+            let ip = &self.cfg.advertise_ip;
+            castyard_crd::Endpoints {
+                signalling: Some(format!("{ip}:{}", w.ports[0])),
+                media_udp: Some(format!("{ip}:{}", w.ports[1])),
+                ..status.endpoints.clone().unwrap_or_default()
+            }
+        });
+        status
     }
 
     fn start(

@@ -136,6 +136,7 @@ pub struct Peer {
     video_share: Option<u64>,
     created: Instant,
     last_heard: Instant,
+    next_timeout: Instant,
     counters: PeerCounters,
     /// Cumulative str0m stats per (mid, rid, ingress?), to turn them into counter deltas.
     last_stats: Vec<(Mid, Option<Rid>, bool, u64, u64)>,
@@ -233,6 +234,7 @@ impl Forwarder {
             video_share: None,
             created: now,
             last_heard: now,
+            next_timeout: now,
             counters: PeerCounters::default(),
             last_stats: Vec::new(),
         };
@@ -377,7 +379,10 @@ impl Forwarder {
                 tracing::info!(peer = p.id, "peer vanished");
                 p.rtc.disconnect();
             }
+            // A peer whose timers have not come due has nothing to do on a timeout; skipping it
+            // keeps a packet for one peer from costing a timer pass over all of them.
             if p.rtc.is_alive()
+                && now >= p.next_timeout
                 && let Err(e) = p.rtc.handle_input(Input::Timeout(now))
             {
                 tracing::info!(peer = p.id, "peer failed: {e}");
@@ -488,7 +493,10 @@ impl Peer {
                 }
             };
             match out {
-                Output::Timeout(t) => return t,
+                Output::Timeout(t) => {
+                    self.next_timeout = t;
+                    return t;
+                }
                 Output::Transmit(t) => send(t.destination, &t.contents),
                 Output::Event(e) => self.handle_event(now, e, queue, events),
             }

@@ -4,5 +4,6 @@
 pub mod forward;
 pub mod layers;
 pub mod room;
+pub mod server;
 pub mod signal;
 pub mod speaker;

@@ -125,7 +125,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, SignalError> {
     Ok(msg)
 }
 
-#[derive(Serialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantInfo {
     pub id: String,
@@ -137,7 +137,7 @@ pub struct ParticipantInfo {
 }
 
 /// One track a participant receives: which mid carries whose what.
-#[derive(Serialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackInfo {
     pub mid: String,
@@ -145,7 +145,7 @@ pub struct TrackInfo {
     pub source: Source,
 }
 
-#[derive(Serialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantStats {
     pub participant: String,
@@ -157,7 +157,7 @@ pub struct ParticipantStats {
 }
 
 /// What the SFU sends.
-#[derive(Serialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum ServerMessage {
     #[serde(rename_all = "camelCase")]
