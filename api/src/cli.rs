@@ -30,6 +30,9 @@ pub enum Command {
     Up(UpArgs),
     /// Run the cluster API (Postgres; broadcasts become Kubernetes custom resources).
     Api(ApiArgs),
+    /// Synthetic guests: join a broadcast's studio, publish a test pattern and a tone, and
+    /// exit 0 only if every bot received every other bot's audio and video.
+    Bot(crate::bot::BotArgs),
     /// Print the OpenAPI document (api/openapi.json is this output).
     #[command(hide = true)]
     Openapi,
@@ -174,6 +177,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args).await,
         Command::Api(args) => cluster_api(args).await,
+        Command::Bot(args) => {
+            init_tracing(false);
+            if crate::bot::run(args).await? {
+                Ok(())
+            } else {
+                // The summary line already said what was missing.
+                std::process::exit(1)
+            }
+        }
         Command::Openapi => {
             print!("{}", crate::openapi_json(&doc_state().await?));
             Ok(())

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod bot;
 pub mod cache;
 pub mod cli;
 pub mod crypto;

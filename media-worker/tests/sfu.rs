@@ -67,7 +67,7 @@ impl World {
         Self {
             now,
             sfu,
-            room: Room::new(now, sfu, sfu, max_participants, metrics),
+            room: Room::new(now, sfu, max_participants, metrics),
             clients: Vec::new(),
             to_sfu: Vec::new(),
             cut: Vec::new(),

@@ -13,10 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn start(max_participants: u32) -> (Sfu, SocketAddr) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    // Bound to every interface, as in a pod, while browsers are told one address.
     let sfu = Sfu::start(SfuOptions {
         broadcast: "bc-test".into(),
         max_participants,
-        media: any,
+        media: "0.0.0.0:0".parse().unwrap(),
         advertised: any,
     })
     .unwrap();

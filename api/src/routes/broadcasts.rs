@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(remove_destination))
         .routes(routes!(test_destination))
         .routes(routes!(new_ingest_key, revoke_ingest_key))
+        .routes(routes!(crate::routes::studio::upgrade))
 }
 
 #[derive(Serialize, ToSchema)]

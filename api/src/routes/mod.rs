@@ -4,5 +4,6 @@ pub mod auth;
 pub mod broadcasts;
 pub mod recordings;
 pub mod status;
+pub mod studio;
 pub mod uploads;
 pub mod ws;

@@ -13,7 +13,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts `castyard up` on a free port and waits for the line that says it is serving.
-fn spawn_up(
+pub(crate) fn spawn_up(
     data: &std::path::Path,
     configure: impl FnOnce(&mut Command),
 ) -> (std::process::Child, u16) {
@@ -155,7 +155,13 @@ fn help_documents_every_flag_and_bad_flags_fail() {
 }
 
 /// A blocking HTTP/1.1 request to `castyard up`; the status line and the body.
-fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (String, String) {
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let auth = token
@@ -174,25 +180,48 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) ->
     (head.lines().next().unwrap().to_owned(), body.to_owned())
 }
 
-struct Up {
-    child: std::process::Child,
-    port: u16,
+pub(crate) struct Up {
+    pub(crate) child: std::process::Child,
+    pub(crate) port: u16,
 }
 
 impl Up {
-    fn start(data: &std::path::Path, worker: &std::path::Path) -> Self {
+    pub(crate) fn start(data: &std::path::Path, worker: &std::path::Path) -> Self {
         let (child, port) = spawn_up(data, |c| {
             c.arg("--media-worker").arg(worker);
         });
         Up { child, port }
     }
 
-    fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+    pub(crate) fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
         Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
             .unwrap();
         self.child.wait().unwrap()
+    }
+}
+
+/// Waits (30 s at most) until the broadcast reports `phase`.
+pub(crate) fn wait_for_phase(up: &Up, id: &str, token: &str, phase: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = http(
+            up.port,
+            "GET",
+            &format!("/api/broadcasts/{id}"),
+            Some(token),
+            "",
+        );
+        let b = serde_json::from_str::<serde_json::Value>(&body).unwrap();
+        if b["phase"] == phase {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waiting for {phase}: {b}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -278,22 +307,7 @@ fn up_runs_each_broadcasts_workers_and_never_leaves_one_behind() {
     let first = wait_for_starts(&data, 1);
     assert_eq!(first[0]["role"], "sfu");
     assert_eq!(first[0]["config"]["broadcast"], name);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, body) = http(
-            up.port,
-            "GET",
-            &format!("/api/broadcasts/{id}"),
-            Some(&token),
-            "",
-        );
-        let phase = serde_json::from_str::<serde_json::Value>(&body).unwrap()["phase"].clone();
-        if phase == "Backstage" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "phase {phase}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_phase(&up, &id, &token, "Backstage");
 
     // SIGTERM: castyard stops its workers before it exits.
     assert!(up.signal("-TERM").success());

@@ -12,3 +12,4 @@ mod metrics_catalog;
 mod realtime;
 mod secrets;
 mod service;
+mod studio;

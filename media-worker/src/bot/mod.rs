@@ -33,6 +33,8 @@ pub struct BotConfig {
 pub struct BotReport {
     pub participant: String,
     pub received: BTreeMap<(String, Source), Received>,
+    /// Distinct tracks (sender and source) the SFU offered at the end.
+    pub offered: usize,
     /// Why the bot stopped early, if it did.
     pub error: Option<String>,
 }
@@ -153,6 +155,8 @@ async fn run_inner(
     }
     let _ = ws.send(Message::Text(r#"{"type":"leave"}"#.into())).await;
     let _ = ws.close(None).await;
+    let offered: std::collections::BTreeSet<_> = bot.tracks.values().collect();
+    bot.report.offered = offered.len();
     Ok(bot.report)
 }
 

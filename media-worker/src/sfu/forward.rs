@@ -196,8 +196,7 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// `local` is the socket the peers' packets arrive on; `advertised` is the address put into
-    /// the SDP (differs behind a NodePort, a LoadBalancer or NAT).
+    /// `local` is the address peers send to: our one host candidate.
     pub fn new(local: SocketAddr) -> Self {
         Self {
             local,
@@ -209,7 +208,7 @@ impl Forwarder {
     }
 
     /// A new peer, ICE-lite on our one UDP port, not yet negotiated.
-    pub fn add_peer(&mut self, now: Instant, advertised: SocketAddr) -> PeerId {
+    pub fn add_peer(&mut self, now: Instant) -> PeerId {
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
             .clear_codecs()
@@ -219,7 +218,7 @@ impl Forwarder {
             .enable_bwe(Some(Bitrate::kbps(600)))
             .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
-        let candidate = Candidate::host(advertised, "udp").expect("an IP address is a valid host");
+        let candidate = Candidate::host(self.local, "udp").expect("an IP address is a valid host");
         rtc.add_local_candidate(candidate);
         let id = self.next_id;
         self.next_id += 1;

@@ -95,7 +95,6 @@ pub struct StageEntry {
 
 pub struct Room {
     core: Forwarder,
-    advertised: SocketAddr,
     max_guests: u32,
     participants: Vec<Participant>,
     /// Stage membership outlives connections: a guest whose network blips comes back on stage.
@@ -113,17 +112,17 @@ pub struct Room {
 }
 
 impl Room {
-    /// `local` is the UDP socket's address, `advertised` the one browsers are told to use.
+    /// `advertised` is the address browsers are told to send media to.
     pub fn new(
         now: Instant,
-        local: SocketAddr,
         advertised: SocketAddr,
         max_participants: u32,
         metrics: Arc<SfuMetrics>,
     ) -> Self {
         Self {
-            core: Forwarder::new(local),
-            advertised,
+            // str0m matches a datagram's destination against its candidates, and the only
+            // candidate is the advertised address (the socket may be bound to 0.0.0.0).
+            core: Forwarder::new(advertised),
             max_guests: max_participants.saturating_sub(1),
             participants: Vec::new(),
             stage: Vec::new(),
@@ -181,7 +180,7 @@ impl Room {
         }
         let conn = self.next_conn;
         self.next_conn += 1;
-        let peer = self.core.add_peer(now, self.advertised);
+        let peer = self.core.add_peer(now);
         let on_stage = self.stage.contains(&identity.participant);
         let p = Participant {
             conn,

@@ -95,7 +95,6 @@ impl Sfu {
         let running = Arc::new(AtomicBool::new(true));
         let room = Room::new(
             Instant::now(),
-            local,
             advertised,
             opts.max_participants,
             metrics.clone(),

@@ -1,0 +1,124 @@
+//! /api/broadcasts/{id}/studio: the studio's signalling WebSocket. The API decides who the
+//! user is and whether they are the host or an invited guest, then relays the session to the
+//! broadcast's SFU, which trusts the identity it is given and never sees a token.
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use sqlx::Row;
+use tokio_tungstenite::tungstenite::Message as UpstreamMessage;
+
+use crate::auth::{Role, user_from_token};
+use crate::error::{Error, PathParams, QueryParams, Result};
+use crate::routes::ws::WsQuery;
+use crate::state::AppState;
+
+/// The SFU refuses larger messages with an error; frames far beyond that end the session.
+const MAX_FRAME: usize = 128 * 1024;
+
+type Upstream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Join the broadcast's studio: JSON signalling (offer, answer, mute, stage, leave; see the
+/// SFU's protocol) relayed to its SFU. For its host and invited guests only.
+#[utoipa::path(get, path = "/{id}/studio", tag = "realtime", params(("id" = String, Path), WsQuery),
+    responses((status = 101, description = "switching to the WebSocket protocol"),
+              (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody, description = "the studio is not open (ended, or its SFU is not running yet)"),
+              (status = 502, body = crate::error::ErrorBody, description = "the SFU did not answer")))]
+pub async fn upgrade(
+    State(state): State<AppState>,
+    PathParams(id): PathParams<String>,
+    QueryParams(q): QueryParams<WsQuery>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response> {
+    let ws = ws?;
+    let token = q
+        .token
+        .as_deref()
+        .ok_or(Error::Unauthorized("a token is required"))?;
+    let user = user_from_token(&state, token)?;
+    let row = sqlx::query("SELECT owner_id, name, ended_at FROM broadcasts WHERE id = $1")
+        .bind(&id)
+        .fetch_optional(&state.db.pool)
+        .await?
+        .ok_or(Error::NotFound("broadcast"))?;
+    let owner: String = row.try_get("owner_id")?;
+    let role = match user.role {
+        Role::Host if user.id == owner => "host",
+        Role::Guest if user.broadcast_id.as_deref() == Some(id.as_str()) => "guest",
+        _ => {
+            return Err(Error::Forbidden(
+                "the studio is for the broadcast's host and invited guests",
+            ));
+        }
+    };
+    if row.try_get::<Option<i64>, _>("ended_at")?.is_some() {
+        return Err(Error::Conflict("the broadcast has ended".into()));
+    }
+    let name: String = row.try_get("name")?;
+    let status = state
+        .backend
+        .status(&name)
+        .await
+        .map_err(Error::Backend)?
+        .unwrap_or_default();
+    let sfu = status
+        .endpoints
+        .and_then(|e| e.signalling)
+        .ok_or_else(|| Error::Conflict("the studio is starting; try again in a moment".into()))?;
+    let mut url = url::Url::parse(&format!("ws://{sfu}/signal"))
+        .map_err(|e| Error::Internal(anyhow::anyhow!("bad SFU address {sfu}: {e}")))?;
+    url.query_pairs_mut()
+        .append_pair("participant", &user.id)
+        .append_pair("name", &user.name)
+        .append_pair("role", role);
+    // Connecting before the upgrade turns an unreachable SFU into an HTTP error, not a socket
+    // that opens and dies.
+    let (upstream, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .map_err(|e| Error::Backend(anyhow::anyhow!("the studio's SFU at {sfu}: {e}")))?;
+    Ok(ws
+        .max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |socket| relay(state, socket, upstream)))
+}
+
+async fn relay(state: AppState, browser: WebSocket, upstream: Upstream) {
+    state.metrics.ws_connections.inc();
+    let (mut to_browser, mut from_browser) = browser.split();
+    let (mut to_sfu, mut from_sfu) = upstream.split();
+    loop {
+        tokio::select! {
+            m = from_browser.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    if to_sfu.send(UpstreamMessage::Text(t.as_str().into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    // The protocol is JSON text; the SFU answers anything else with an error.
+                    if to_sfu.send(UpstreamMessage::Text("binary frame".into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            m = from_sfu.next() => match m {
+                Some(Ok(UpstreamMessage::Text(t))) => {
+                    if to_browser.send(Message::Text(t.as_str().into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(UpstreamMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = to_sfu.close().await;
+    let _ = to_browser.close().await;
+    state.metrics.ws_connections.dec();
+}

@@ -1,0 +1,171 @@
+//! The studio end to end: `castyard up` runs a real SFU per broadcast, the API relays
+//! signalling to it, and `castyard bot` guests exchange FFmpeg-encoded media through it.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::cli::{Up, http, wait_for_phase};
+
+fn media_worker() -> std::path::PathBuf {
+    // Cargo builds every workspace binary into the same directory before tests run.
+    std::path::Path::new(env!("CARGO_BIN_EXE_castyard")).with_file_name("castyard-media-worker")
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+/// A host account and a broadcast whose SFU is up (phase Backstage).
+fn backstage(up: &Up, email: &str) -> (String, String) {
+    let (line, body) = http(
+        up.port,
+        "POST",
+        "/api/auth/register",
+        None,
+        &format!(r#"{{"email":"{email}","password":"correct horse","displayName":"Host"}}"#),
+    );
+    assert!(line.contains("201"), "{line} {body}");
+    let token = json(&body)["accessToken"].as_str().unwrap().to_owned();
+    let (line, body) = http(
+        up.port,
+        "POST",
+        "/api/broadcasts",
+        Some(&token),
+        r#"{"title":"Bots"}"#,
+    );
+    assert!(line.contains("201"), "{line} {body}");
+    let id = json(&body)["id"].as_str().unwrap().to_owned();
+    wait_for_phase(up, &id, &token, "Backstage");
+    (token, id)
+}
+
+fn bots(up: &Up, id: &str, token: &str, extra: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_castyard"))
+        .args(["bot", "--url", &format!("http://127.0.0.1:{}", up.port)])
+        .args(["--broadcast", id, "--token", token])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), format!("{stdout}{stderr}"))
+}
+
+fn summary(out: &str) -> String {
+    out.lines()
+        .rfind(|l| l.starts_with("bots: "))
+        .unwrap_or_else(|| panic!("no summary in {out}"))
+        .to_owned()
+}
+
+fn bytes(summary: &str) -> u64 {
+    summary.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn bots_join_through_the_api_and_receive_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::start(&dir.path().join("data"), &media_worker());
+    let (token, id) = backstage(&up, "host@example.com");
+
+    let (ok, out) = bots(&up, &id, &token, &["--count", "3", "--duration", "6s"]);
+    assert!(ok, "{out}");
+    let s = summary(&out);
+    assert!(
+        s.starts_with("bots: 3, tracks received: 12, bytes received: "),
+        "{out}"
+    );
+    assert!(bytes(&s) > 100_000, "{s}");
+
+    // Subscribe-only bots with nobody publishing fail, and say why.
+    let (ok, out) = bots(
+        &up,
+        &id,
+        &token,
+        &["--count", "1", "--duration", "2s", "--subscribe-only"],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("nobody in the studio published anything"),
+        "{out}"
+    );
+
+    // Somebody else's broadcast is not theirs to invite bots into.
+    let (other, _) = backstage(&up, "other@example.com");
+    let (ok, out) = bots(&up, &id, &other, &["--count", "1", "--duration", "1s"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("404") || out.contains("403"), "{out}");
+
+    assert!(up.signal("-TERM").success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_studio_socket_admits_only_the_host_and_invited_guests() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(&dir.path().join("data"), &media_worker());
+    let (token, id) = tokio::task::block_in_place(|| backstage(&up, "host@example.com"));
+    let (other, _) = tokio::task::block_in_place(|| backstage(&up, "other@example.com"));
+    let url = |t: Option<&str>| {
+        let q = t.map(|t| format!("?token={t}")).unwrap_or_default();
+        format!("ws://127.0.0.1:{}/api/broadcasts/{id}/studio{q}", up.port)
+    };
+    let refused = |r: Result<_, tokio_tungstenite::tungstenite::Error>| match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Ok(_) => panic!("admitted"),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(
+        refused(tokio_tungstenite::connect_async(url(None)).await),
+        401
+    );
+    assert_eq!(
+        refused(tokio_tungstenite::connect_async(url(Some("forged"))).await),
+        401
+    );
+    assert_eq!(
+        refused(tokio_tungstenite::connect_async(url(Some(&other))).await),
+        403
+    );
+    // The host is admitted and the SFU greets them by their account.
+    use futures::StreamExt;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url(Some(&token)))
+        .await
+        .unwrap();
+    let hello = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    let hello = json(&hello);
+    assert_eq!(hello["type"], "joined");
+    assert_eq!(hello["role"], "host");
+    // Bad input comes back as an error on the same socket, which stays open.
+    use futures::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"type":"offer","sdp":"nonsense"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let reply = json(&ws.next().await.unwrap().unwrap().into_text().unwrap());
+    assert_eq!(reply["code"], "bad_sdp", "{reply}");
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"type":"ping"}"#.into(),
+    ))
+    .await
+    .unwrap();
+    let reply = json(&ws.next().await.unwrap().unwrap().into_text().unwrap());
+    assert_eq!(reply["type"], "pong");
+}
+
+#[test]
+fn ten_bots_all_receive_all_ninety_video_and_ninety_audio_tracks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::start(&dir.path().join("data"), &media_worker());
+    let (token, id) = backstage(&up, "host@example.com");
+    let (ok, out) = bots(&up, &id, &token, &["--count", "10", "--duration", "10s"]);
+    assert!(ok, "{out}");
+    // Each of 10 bots receives the microphone and camera of the 9 others.
+    assert!(
+        summary(&out).starts_with("bots: 10, tracks received: 180, "),
+        "{out}"
+    );
+    assert!(up.signal("-TERM").success());
+}
