@@ -61,3 +61,4 @@ bench:
 	cargo bench -p castyard-api --bench http
 	cargo bench -p castyard-api --bench ingest
 	cargo bench -p castyard-operator --bench converge
+	cargo bench -p castyard-media-worker --bench sfu

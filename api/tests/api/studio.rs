@@ -104,7 +104,7 @@ fn bots_join_through_the_api_and_receive_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_studio_socket_admits_only_the_host_and_invited_guests() {
     let dir = tempfile::tempdir().unwrap();
-    let up = Up::start(&dir.path().join("data"), &media_worker());
+    let mut up = Up::start(&dir.path().join("data"), &media_worker());
     let (token, id) = tokio::task::block_in_place(|| backstage(&up, "host@example.com"));
     let (other, _) = tokio::task::block_in_place(|| backstage(&up, "other@example.com"));
     let url = |t: Option<&str>| {
@@ -153,6 +153,7 @@ async fn the_studio_socket_admits_only_the_host_and_invited_guests() {
     .unwrap();
     let reply = json(&ws.next().await.unwrap().unwrap().into_text().unwrap());
     assert_eq!(reply["type"], "pong");
+    assert!(tokio::task::block_in_place(|| up.signal("-TERM")).success());
 }
 
 #[test]

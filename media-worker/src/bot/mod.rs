@@ -37,6 +37,8 @@ pub struct BotReport {
     pub offered: usize,
     /// Why the bot stopped early, if it did.
     pub error: Option<String>,
+    /// Sender-to-receiver delays of frames stamped with [`stamp`], in microseconds.
+    pub latencies_us: Vec<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +187,31 @@ async fn next(ws: &mut Ws) -> anyhow::Result<Incoming> {
     }
 }
 
+const STAMP: &[u8; 4] = b"CYTS";
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A frame payload of `len` bytes carrying the time it was made, so a receiver in the same
+/// machine can measure the delay (benchmarks). Its first byte marks a VP8 delta frame.
+pub fn stamp(len: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len.max(12));
+    f.extend_from_slice(STAMP);
+    f.extend_from_slice(&unix_micros().to_be_bytes());
+    f.resize(len.max(12), 0x55);
+    f
+}
+
+fn stamped(data: &[u8]) -> Option<u64> {
+    if data.len() < 12 || &data[..4] != STAMP {
+        return None;
+    }
+    Some(u64::from_be_bytes(data[4..12].try_into().ok()?))
+}
+
 /// A URL without its query, where tokens travel.
 fn redact(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
@@ -262,6 +289,10 @@ impl Bot {
                 }
                 Output::Event(Event::Connected) => self.connected = true,
                 Output::Event(Event::MediaData(d)) => {
+                    if let Some(sent) = stamped(&d.data) {
+                        let delay = unix_micros().saturating_sub(sent);
+                        self.report.latencies_us.push(delay);
+                    }
                     if let Some(key) = self.tracks.get(&d.mid) {
                         let r = self.report.received.entry(key.clone()).or_default();
                         r.frames += 1;

@@ -593,8 +593,10 @@ impl Peer {
             }
             Event::MediaEgressStats(s) => {
                 let kind = self.kind_out(s.mid);
-                let (db, _) = self.stats_delta(s.mid, s.rid, false, s.bytes, s.packets);
+                let (db, dp) = self.stats_delta(s.mid, s.rid, false, s.bytes, s.packets);
                 self.counters.sent_bytes[kind_index(kind)] += db;
+                // RTP packets, not frames: a video frame is several packets once packetized.
+                self.counters.forwarded_packets += dp;
                 if s.rtt.is_some() {
                     self.counters.rtt = s.rtt;
                 }
@@ -744,7 +746,6 @@ impl Peer {
             self.rtc.disconnect();
             return None;
         }
-        self.counters.forwarded_packets += 1;
         None
     }
 
