@@ -12,6 +12,8 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v unzip >/dev/null || need+=(unzip)
+# The studio's browser tests drive Debian's chromium (fake camera and microphone).
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
@@ -34,8 +36,10 @@ for db in $($AS_PG psql -qAtc "SELECT datname FROM pg_database WHERE datname LIK
   $AS_PG psql -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null
 done
 
-# Swagger UI assets (npm's swagger-ui-dist) for /api-docs.
-if [ ! -f frontend/node_modules/swagger-ui-dist/swagger-ui-bundle.js ]; then
+# Swagger UI assets (npm's swagger-ui-dist) for /api-docs, and playwright-core for the
+# browser tests (it drives the system chromium; it downloads no browser).
+if [ ! -f frontend/node_modules/swagger-ui-dist/swagger-ui-bundle.js ] ||
+  [ ! -f frontend/node_modules/playwright-core/package.json ]; then
   (cd frontend && npm ci --no-audit --no-fund --loglevel=error)
 fi
 

@@ -77,6 +77,10 @@ pub struct UpArgs {
     /// Run without the RTMP ingest.
     #[arg(long, env = "CASTYARD_NO_RTMP_INGEST")]
     pub no_rtmp_ingest: bool,
+    /// The IP browsers send studio media (UDP) to. Defaults to this machine's address on its
+    /// default route: browsers will not send WebRTC media to 127.0.0.1.
+    #[arg(long, env = "CASTYARD_MEDIA_IP")]
+    pub media_ip: Option<std::net::IpAddr>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -118,6 +122,21 @@ fn ingest_url(public_url: &str, bound: SocketAddr) -> String {
         bound.port(),
         castyard_media_worker::ingest::APP
     )
+}
+
+/// This machine's address towards the rest of the network: the source a packet to a public
+/// address would leave from (connecting a UDP socket sends nothing). Loopback if there is no
+/// route, which still serves bots and browsers allowed to use loopback.
+fn default_route_ip() -> std::net::IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
 }
 
 fn media_worker(flag: Option<PathBuf>) -> PathBuf {
@@ -229,10 +248,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let db_path = data_dir.join("castyard.db");
     let db = Db::connect(&format!("sqlite://{}?mode=rwc", db_path.display())).await?;
     db.migrate().await.context("migrating the database")?;
-    let workers = Arc::new(LocalBackend::new(LocalConfig::new(
-        media_worker(args.media_worker),
-        data_dir.join("workers"),
-    )));
+    let mut local = LocalConfig::new(media_worker(args.media_worker), data_dir.join("workers"));
+    let media_ip = args.media_ip.unwrap_or_else(default_route_ip);
+    tracing::info!(%media_ip, "studio media (WebRTC over UDP) goes to this address");
+    local.media_ip = Some(media_ip.to_string());
+    let workers = Arc::new(LocalBackend::new(local));
     let mut s = settings(Mode::Embedded, data_dir.clone(), args.listen, &args.common);
     let rtmp = if args.no_rtmp_ingest {
         None

@@ -37,6 +37,9 @@ pub struct LocalConfig {
     pub root: PathBuf,
     /// What workers advertise as their pod and node IP.
     pub advertise_ip: String,
+    /// The IP the SFU tells browsers to send media to (CASTYARD_ADVERTISE_IP), when it is not
+    /// `advertise_ip`: browsers will not send WebRTC media to a loopback address.
+    pub media_ip: Option<String>,
     /// SIGTERM to SIGKILL: the compositor finalizes its outputs in this time, as a pod does
     /// within its termination grace period.
     pub stop_grace: Duration,
@@ -53,6 +56,7 @@ impl LocalConfig {
             program,
             root,
             advertise_ip: "127.0.0.1".into(),
+            media_ip: None,
             stop_grace: Duration::from_secs(60),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -256,6 +260,7 @@ impl LocalBackend {
                 dir.join("keys").display().to_string(),
             ],
             ip: self.cfg.advertise_ip.clone(),
+            media_ip: self.cfg.media_ip.clone(),
         };
         let task = tokio::spawn(supervise(launch, self.cfg.clone(), state.clone(), stopped));
         Worker {
@@ -284,6 +289,7 @@ struct Launch {
     program: PathBuf,
     args: Vec<String>,
     ip: String,
+    media_ip: Option<String>,
 }
 
 impl Launch {
@@ -298,6 +304,9 @@ impl Launch {
             // Its own process group: a terminal's Ctrl-C reaches castyard, which stops the
             // workers in order (the compositor finalizes its outputs) instead of all at once.
             .process_group(0);
+        if let Some(ip) = &self.media_ip {
+            cmd.env("CASTYARD_ADVERTISE_IP", ip);
+        }
         #[allow(unsafe_code)]
         // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and
         // exec. If castyard dies without stopping its workers (SIGKILL, a crash), the kernel

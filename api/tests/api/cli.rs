@@ -105,6 +105,7 @@ fn help_documents_every_flag_and_bad_flags_fail() {
         "--listen",
         "--data-dir",
         "--public-url",
+        "--media-ip",
         "CASTYARD_LISTEN",
         "CASTYARD_DATA_DIR",
     ] {

@@ -170,3 +170,54 @@ fn ten_bots_all_receive_all_ninety_video_and_ninety_audio_tracks() {
     );
     assert!(up.signal("-TERM").success());
 }
+
+/// A guest's access token: the host invites, the guest accepts under `name`.
+fn guest(up: &Up, id: &str, host: &str, name: &str) -> String {
+    let (line, body) = http(
+        up.port,
+        "POST",
+        &format!("/api/broadcasts/{id}/invites"),
+        Some(host),
+        "{}",
+    );
+    assert!(line.contains("201"), "{line} {body}");
+    let invite = json(&body)["token"].as_str().unwrap().to_owned();
+    let (line, body) = http(
+        up.port,
+        "POST",
+        "/api/auth/invite/accept",
+        None,
+        &format!(r#"{{"token":"{invite}","displayName":"{name}"}}"#),
+    );
+    assert!(line.contains("200"), "{line} {body}");
+    json(&body)["accessToken"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn two_browser_guests_see_and_hear_each_other_share_a_screen_and_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::start(&dir.path().join("data"), &media_worker());
+    let (host, id) = backstage(&up, "host@example.com");
+    let (a, b) = (guest(&up, &id, &host, "Ann"), guest(&up, &id, &host, "Bob"));
+    let frontend = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../frontend");
+    let out = Command::new("node")
+        .current_dir(&frontend)
+        .arg("e2e/sfu-two-guests.mjs")
+        .args([&format!("http://127.0.0.1:{}", up.port), &id, &a, &b])
+        .output()
+        .expect("node runs (scripts/test-deps.sh installs it with chromium and playwright-core)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let seen = json(stdout.lines().last().unwrap());
+    assert_eq!(
+        seen["audioAndVideo"],
+        serde_json::json!(["camera", "microphone"])
+    );
+    assert_eq!(
+        seen["screenShare"],
+        serde_json::json!(["camera", "microphone", "screen"])
+    );
+    assert_eq!(seen["afterLeave"], serde_json::json!([]));
+    assert!(up.signal("-TERM").success());
+}
