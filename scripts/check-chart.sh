@@ -76,6 +76,7 @@ refuse() {
 refuse "strategy" --set udp.strategy=public-ip
 refuse "limts" --set-json 'mediaWorker.sfuResources={"limts":{"cpu":"1"}}'
 refuse "replicas" --set operator.replicas=0
+refuse "enabled" --set networkPolicy.enabled=sometimes
 refuse "existingSecret" --set api.database.existingSecret=
 refuse "publicUrl" --set api.publicUrl=studio.example.com
 refuse "publicUrl" --set api.rtmp.publicUrl=rtmps://ingest.example.com/live
