@@ -105,6 +105,11 @@ fn run_sfu(args: SfuArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot bind the signalling port {control}"))?;
         tracing::info!(%control, broadcast = %config.broadcast, "SFU ready");
+        tokio::spawn(follow_config(
+            args.common.config.clone(),
+            config.max_participants,
+            sfu.clone(),
+        ));
         let app = sfu.router();
         let stop = sfu.clone();
         axum::serve(listener, app)
@@ -116,6 +121,27 @@ fn run_sfu(args: SfuArgs) -> anyhow::Result<()> {
             .await?;
         Ok(())
     })
+}
+
+/// The operator and the local backend rewrite the config in place when the spec changes (a
+/// mounted ConfigMap changes within a minute); the guest limit follows it without a restart.
+async fn follow_config(path: PathBuf, mut max: u32, sfu: Sfu) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        // A half-written file fails to parse and is read again on the next tick.
+        if let Ok(c) = read_config::<SfuConfig>(&path)
+            && c.max_participants != max
+        {
+            tracing::info!(
+                from = max,
+                to = c.max_participants,
+                "participant limit changed"
+            );
+            max = c.max_participants;
+            sfu.set_max_participants(max);
+        }
+    }
 }
 
 async fn terminated() {

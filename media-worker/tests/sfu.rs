@@ -610,6 +610,10 @@ fn bad_input_is_refused_and_nobody_else_notices() {
         w.room.join(w.now, identity("dan", Role::Guest)),
         Err(JoinError::Full(2))
     );
+    // The host raises the limit while live: the next guest gets in.
+    w.room.set_max_participants(4);
+    w.join("dan", Role::Guest, &[], false);
+    assert_eq!(w.room.participants().len(), 4);
     // A flood of joins is cut off without creating peers.
     let refused = (0..100)
         .filter(|i| {

@@ -137,3 +137,61 @@ async fn the_control_port_refuses_bad_joins_cleanly() {
     assert!(participants.contains(r#""id":"h""#) && participants.contains(r#""id":"g1""#));
     assert!(!participants.contains("g2"));
 }
+
+/// The worker binary follows its config file: a raised guest limit admits the next guest
+/// without a restart.
+#[tokio::test]
+async fn the_worker_follows_a_raised_guest_limit_in_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (control, media) = (free(), free());
+    let config = dir.path().join("sfu.json");
+    let write = |max: u32| {
+        let c = serde_json::json!({"broadcast": "bc-cfg", "maxParticipants": max,
+            "signallingPort": control, "mediaPort": media});
+        std::fs::write(&config, c.to_string()).unwrap();
+    };
+    write(1);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_castyard-media-worker"))
+        .args(["sfu", "--config"])
+        .arg(&config)
+        .env("CASTYARD_ADVERTISE_IP", "127.0.0.1")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
+    let first_message = |who: &'static str| async move {
+        loop {
+            if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url(addr, who, "guest")).await
+            {
+                return ws
+                    .next()
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .into_text()
+                    .unwrap()
+                    .to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(first_message("g1").await.contains(r#""code":"full""#));
+    write(2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = first_message("g2").await;
+        if m.contains(r#""type":"joined""#) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    child.kill().await.unwrap();
+}

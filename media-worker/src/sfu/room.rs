@@ -139,6 +139,11 @@ impl Room {
         }
     }
 
+    /// A new limit from the broadcast's spec; guests already in stay, as in StreamYard.
+    pub fn set_max_participants(&mut self, max_participants: u32) {
+        self.max_guests = max_participants.saturating_sub(1);
+    }
+
     pub fn metrics(&self) -> &SfuMetrics {
         &self.metrics
     }

@@ -51,6 +51,7 @@ enum Command {
     Participants {
         reply: oneshot::Sender<Vec<ParticipantInfo>>,
     },
+    SetMaxParticipants(u32),
     Shutdown,
 }
 
@@ -135,6 +136,11 @@ impl Sfu {
         let (tx, rx) = oneshot::channel();
         self.send(make(tx));
         rx.await.ok()
+    }
+
+    /// Applies a changed guest limit to joins from now on.
+    pub fn set_max_participants(&self, n: u32) {
+        self.send(Command::SetMaxParticipants(n));
     }
 
     /// Tells every participant goodbye and stops the media thread.
@@ -236,6 +242,7 @@ impl MediaLoop {
                 Command::Participants { reply } => {
                     let _ = reply.send(self.room.participants());
                 }
+                Command::SetMaxParticipants(n) => self.room.set_max_participants(n),
                 Command::Shutdown => return false,
             }
         }
