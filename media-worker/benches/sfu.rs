@@ -243,14 +243,9 @@ fn run_relay(packets_in: u64, fanout: usize) -> RelayRun {
                 let mut lat = Vec::new();
                 while !done.load(Ordering::Relaxed) {
                     if let Ok((len, _)) = r.recv_from(&mut buf)
-                        && len >= 12
+                        && let Some(delay) = bot::delay_us(&buf[..len])
                     {
-                        let sent = u64::from_be_bytes(buf[4..12].try_into().unwrap());
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .unwrap()
-                            .as_micros() as u64;
-                        lat.push(now.saturating_sub(sent));
+                        lat.push(delay);
                     }
                 }
                 lat

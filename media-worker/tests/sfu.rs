@@ -114,7 +114,7 @@ impl World {
         };
         let text = client.offer(sources, simulcast);
         self.clients.push(client);
-        self.room.message(self.now, conn, &text);
+        self.room.message(conn, &text);
         self.run(Duration::from_millis(50));
     }
 
@@ -159,7 +159,7 @@ impl World {
                 continue;
             };
             if let Some(reply) = c.on_message(&msg) {
-                self.room.message(now, conn, &reply);
+                self.room.message(conn, &reply);
             }
             c.messages.push(msg);
         }
@@ -393,7 +393,7 @@ fn media_flows_between_peers_and_renegotiation_adds_a_screen_share() {
     // Bob shares his screen: a new offer from him, a new offer to Ann.
     let text = w.client("bob").offer(&[Source::Screen], false);
     let conn = w.client("bob").conn;
-    w.room.message(w.now, conn, &text);
+    w.room.message(conn, &text);
     w.run(Duration::from_secs(2));
     let ann = w.client("ann");
     assert!(
@@ -488,7 +488,6 @@ fn a_small_tile_gets_the_small_simulcast_layer() {
     let mid = bob.tracks[0].mid.clone();
     let conn = bob.conn;
     w.room.message(
-        w.now,
         conn,
         &format!(r#"{{"type":"view","mid":"{mid}","width":320,"height":180}}"#),
     );
@@ -519,7 +518,6 @@ fn the_loudest_voice_is_the_active_speaker() {
     // Muted participants never speak, whatever their levels say.
     let conn = w.client("bob").conn;
     w.room.message(
-        w.now,
         conn,
         r#"{"type":"mute","source":"microphone","muted":true}"#,
     );
@@ -534,7 +532,6 @@ fn the_host_moves_guests_on_and_off_stage_and_guests_cannot() {
     w.join("bob", Role::Guest, &[Source::Camera], false);
     let (ann, bob) = (w.client("ann").conn, w.client("bob").conn);
     w.room.message(
-        w.now,
         bob,
         r#"{"type":"stage","participant":"id-bob","onStage":true}"#,
     );
@@ -545,17 +542,14 @@ fn the_host_moves_guests_on_and_off_stage_and_guests_cannot() {
     ));
     assert!(w.room.stage().is_empty());
     w.room.message(
-        w.now,
         ann,
         r#"{"type":"stage","participant":"id-bob","onStage":true}"#,
     );
     w.room.message(
-        w.now,
         ann,
         r#"{"type":"stage","participant":"id-ann","onStage":true}"#,
     );
     w.room.message(
-        w.now,
         ann,
         r#"{"type":"stage","participant":"id-zed","onStage":true}"#,
     );
@@ -573,7 +567,6 @@ fn the_host_moves_guests_on_and_off_stage_and_guests_cannot() {
         Some(ServerMessage::Error { code, .. }) if code == "not_found"
     ));
     w.room.message(
-        w.now,
         ann,
         r#"{"type":"stage","participant":"id-bob","onStage":false}"#,
     );
@@ -597,7 +590,7 @@ fn bad_input_is_refused_and_nobody_else_notices() {
         (big.as_str(), "too_large"),
         (r#"{"type":"answer","sdp":"v=0"}"#, "bad_sdp"),
     ] {
-        w.room.message(w.now, bob, text);
+        w.room.message(bob, text);
         w.run(Duration::from_millis(10));
         match w.client("bob").messages.last() {
             Some(ServerMessage::Error { code: c, .. }) => assert_eq!(c, code, "{text:.40}"),

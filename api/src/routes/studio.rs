@@ -14,8 +14,9 @@ use crate::error::{Error, PathParams, QueryParams, Result};
 use crate::routes::ws::WsQuery;
 use crate::state::AppState;
 
-/// The SFU refuses larger messages with an error; frames far beyond that end the session.
-const MAX_FRAME: usize = 128 * 1024;
+/// The SFU answers messages over its limit with an error; frames far beyond it end the
+/// session here, as they would at the SFU.
+const MAX_FRAME: usize = castyard_media_worker::sfu::signal::MAX_MESSAGE * 2;
 
 type Upstream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

@@ -205,11 +205,13 @@ pub fn stamp(len: usize) -> Vec<u8> {
     f
 }
 
-fn stamped(data: &[u8]) -> Option<u64> {
+/// How long ago a payload made by [`stamp`] was made, in microseconds.
+pub fn delay_us(data: &[u8]) -> Option<u64> {
     if data.len() < 12 || &data[..4] != STAMP {
         return None;
     }
-    Some(u64::from_be_bytes(data[4..12].try_into().ok()?))
+    let sent = u64::from_be_bytes(data[4..12].try_into().ok()?);
+    Some(unix_micros().saturating_sub(sent))
 }
 
 /// A URL without its query, where tokens travel.
@@ -289,8 +291,7 @@ impl Bot {
                 }
                 Output::Event(Event::Connected) => self.connected = true,
                 Output::Event(Event::MediaData(d)) => {
-                    if let Some(sent) = stamped(&d.data) {
-                        let delay = unix_micros().saturating_sub(sent);
+                    if let Some(delay) = delay_us(&d.data) {
                         self.report.latencies_us.push(delay);
                     }
                     if let Some(key) = self.tracks.get(&d.mid) {

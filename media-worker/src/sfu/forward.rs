@@ -113,7 +113,6 @@ pub struct PeerCounters {
     pub rtt: Option<Duration>,
     pub jitter: Option<Duration>,
     pub loss: Option<f32>,
-    pub bwe: Option<u64>,
 }
 
 fn kind_index(kind: MediaKind) -> usize {
@@ -253,10 +252,6 @@ impl Forwarder {
         }
     }
 
-    pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.peers.iter().map(|p| p.id)
-    }
-
     fn peer(&mut self, id: PeerId) -> Result<&mut Peer, CoreError> {
         self.peers
             .iter_mut()
@@ -333,7 +328,6 @@ impl Forwarder {
                     rtt: c.rtt,
                     jitter: c.jitter,
                     loss: c.loss,
-                    bwe: c.bwe,
                     ..PeerCounters::default()
                 };
                 c
@@ -568,7 +562,6 @@ impl Peer {
                 BweKind::Twcc { estimate: b, .. } | BweKind::Remb { estimate: b, .. },
             ) => {
                 self.bwe = Some(b);
-                self.counters.bwe = Some(b.as_u64());
                 self.retarget();
             }
             Event::PeerStats(s) => {

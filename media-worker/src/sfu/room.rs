@@ -221,11 +221,11 @@ impl Room {
     }
 
     /// One text message from a connection. Errors are answered on that connection only.
-    pub fn message(&mut self, now: Instant, conn: ConnId, text: &str) {
+    pub fn message(&mut self, conn: ConnId, text: &str) {
         if !self.participants.iter().any(|p| p.conn == conn) {
             return;
         }
-        if let Err(e) = signal::parse(text).and_then(|m| self.handle(now, conn, m)) {
+        if let Err(e) = signal::parse(text).and_then(|m| self.handle(conn, m)) {
             self.outbox.push((conn, ServerMessage::error(&e)));
         }
     }
@@ -237,12 +237,7 @@ impl Room {
             .expect("callers check the connection exists")
     }
 
-    fn handle(
-        &mut self,
-        _now: Instant,
-        conn: ConnId,
-        msg: ClientMessage,
-    ) -> Result<(), SignalError> {
+    fn handle(&mut self, conn: ConnId, msg: ClientMessage) -> Result<(), SignalError> {
         let i = self.index(conn);
         let peer = self.participants[i].peer;
         match msg {

@@ -69,7 +69,6 @@ pub struct Sfu {
     metrics: Arc<SfuMetrics>,
     heartbeat: Arc<AtomicU64>,
     running: Arc<AtomicBool>,
-    pub media_addr: SocketAddr,
 }
 
 fn unix_secs() -> u64 {
@@ -122,7 +121,6 @@ impl Sfu {
             metrics,
             heartbeat,
             running,
-            media_addr: local,
         })
     }
 
@@ -231,7 +229,7 @@ impl MediaLoop {
                     }
                     let _ = reply.send(r);
                 }
-                Command::Message { conn, text } => self.room.message(now, conn, &text),
+                Command::Message { conn, text } => self.room.message(conn, &text),
                 Command::Disconnect { conn } => {
                     self.conns.remove(&conn);
                     self.room.disconnect(conn);
