@@ -58,6 +58,38 @@ impl Tag {
 /// The FLV file header (audio and video present) and PreviousTagSize0.
 pub const HEADER: [u8; 13] = [b'F', b'L', b'V', 1, 5, 0, 0, 0, 9, 0, 0, 0, 0];
 
+/// Reads an FLV stream (an encoder's output) tag by tag until it ends, handing each audio and
+/// video tag to `each`; script data is skipped.
+pub fn read_tags(mut r: impl std::io::Read, mut each: impl FnMut(Tag)) -> std::io::Result<()> {
+    let mut header = [0u8; 13];
+    r.read_exact(&mut header)?;
+    if &header[..3] != b"FLV" {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not an FLV stream",
+        ));
+    }
+    let mut head = [0u8; 11];
+    loop {
+        match r.read_exact(&mut head) {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            other => other?,
+        }
+        let size = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
+        let timestamp_ms = u32::from_be_bytes([head[7], head[4], head[5], head[6]]);
+        let mut data = vec![0u8; size + 4];
+        r.read_exact(&mut data)?;
+        data.truncate(size);
+        if matches!(head[0], AUDIO | VIDEO) {
+            each(Tag {
+                kind: head[0],
+                timestamp_ms,
+                data: Bytes::from(data),
+            });
+        }
+    }
+}
+
 #[derive(Default)]
 struct Start {
     video_header: Option<Tag>,
@@ -166,6 +198,21 @@ mod tests {
         assert!(first[2].is_video_keyframe());
         c.push(video(2066, false));
         assert_eq!(rx.try_recv().unwrap().timestamp_ms, 2066);
+    }
+
+    #[test]
+    fn encoded_tags_read_back() {
+        let mut stream = HEADER.to_vec();
+        let tags = [video(0, true), video(0x0100_0021, false)];
+        for t in &tags {
+            stream.extend_from_slice(&t.encode());
+        }
+        let mut got = Vec::new();
+        read_tags(&stream[..], |t| got.push(t)).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].timestamp_ms, 0x0100_0021);
+        assert_eq!(got[1].data, tags[1].data);
+        assert!(read_tags(&b"GIF89a-and-more"[..], |_| ()).is_err());
     }
 
     #[test]

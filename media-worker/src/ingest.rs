@@ -15,10 +15,11 @@ use rml_rtmp::sessions::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::Command;
 use tokio::sync::{Semaphore, broadcast};
 
 use crate::flv::{self, Channel, Tag};
+use crate::remux::{self, Remux};
 
 /// The RTMP application publishers use: rtmp://host/live/<stream key>.
 pub const APP: &str = "live";
@@ -365,7 +366,21 @@ impl Ingest {
         self.metrics.publishing.get_or_create(&labels).set(1);
         let received = self.metrics.received_bytes.get_or_create(&labels).clone();
 
-        let mut output = Remux::start(&self.config, &grant).await?;
+        let hls = self.config.hls_root.join(&grant.broadcast_id);
+        // A previous publish's segments would be served as this one's.
+        let _ = tokio::fs::remove_dir_all(&hls).await;
+        let outputs = remux::Outputs {
+            hls: Some(remux::Hls {
+                dir: hls,
+                segment_seconds: self.config.hls_segment_seconds,
+            }),
+            mp4: Some(
+                self.config
+                    .recordings_root
+                    .join(format!("{}.mp4", grant.recording_id)),
+            ),
+        };
+        let mut output = Remux::start(&self.config.ffmpeg, &outputs).await?;
         self.restream(&grant, &channel);
         let thumbnails = tokio::spawn(thumbnails(
             self.config.clone(),
@@ -387,7 +402,14 @@ impl Ingest {
         }
         // However the publisher went, the recording is finalized and registered.
         thumbnails.abort();
-        let recording = output.finish(&self.config).await?;
+        let done = output.finish().await?;
+        let path = outputs.mp4.expect("set above");
+        let recording = Recording {
+            poster: remux::poster(&self.config.ffmpeg, &path, done.duration_ms).await,
+            path,
+            duration_ms: done.duration_ms,
+            size_bytes: done.size_bytes,
+        };
         tracing::info!(
             broadcast = %grant.broadcast_id,
             duration_ms = recording.duration_ms,
@@ -577,151 +599,6 @@ async fn refuse(
     send(tcp, out).await?;
     tcp.shutdown().await.ok();
     anyhow::bail!("publish refused: {}", why.describe())
-}
-
-/// One `ffmpeg -c copy` fed FLV on stdin, writing HLS and the fragmented-MP4 recording.
-struct Remux {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    recording: PathBuf,
-    first_ms: Option<u32>,
-    last_ms: u32,
-    stderr: tokio::task::JoinHandle<String>,
-}
-
-impl Remux {
-    async fn start(config: &IngestConfig, grant: &Grant) -> anyhow::Result<Self> {
-        let hls = config.hls_root.join(&grant.broadcast_id);
-        // A previous publish's segments would be served as this one's.
-        let _ = tokio::fs::remove_dir_all(&hls).await;
-        tokio::fs::create_dir_all(&hls).await?;
-        tokio::fs::create_dir_all(&config.recordings_root).await?;
-        let recording = config
-            .recordings_root
-            .join(format!("{}.mp4", grant.recording_id));
-        let mut cmd = Command::new(&config.ffmpeg);
-        cmd.args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-f",
-            "flv",
-            "-i",
-            "pipe:0",
-        ])
-        .args(["-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "hls"])
-        .args(["-hls_time", &config.hls_segment_seconds.to_string()])
-        .args(["-hls_list_size", "10"])
-        .args([
-            "-hls_flags",
-            "delete_segments+independent_segments+temp_file",
-        ])
-        .arg("-hls_segment_filename")
-        .arg(hls.join("seg%05d.ts"))
-        .arg(hls.join("index.m3u8"))
-        // Fragmented: a killed ingest still leaves a playable file up to the last fragment.
-        .args(["-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "mp4"])
-        .args(["-movflags", "+frag_keyframe+empty_moov+default_base_moof"])
-        .arg(&recording)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", config.ffmpeg.display()))?;
-        let stdin = child.stdin.take();
-        let mut err = child.stderr.take().expect("stderr is piped");
-        let stderr = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s).await;
-            s
-        });
-        let mut this = Self {
-            child,
-            stdin,
-            recording,
-            first_ms: None,
-            last_ms: 0,
-            stderr,
-        };
-        this.write(&flv::HEADER).await?;
-        Ok(this)
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        let stdin = self.stdin.as_mut().context("remuxer input closed")?;
-        stdin
-            .write_all(bytes)
-            .await
-            .context("the remuxer (ffmpeg) stopped taking input")
-    }
-
-    /// RTMP audio/video message bodies are FLV tag bodies already.
-    async fn tag(&mut self, tag: &Tag) -> anyhow::Result<()> {
-        anyhow::ensure!(tag.data.len() < 1 << 24, "RTMP message too large");
-        let ts = tag.timestamp_ms;
-        // Sequence headers come at time 0; the stream's span is measured from media after them.
-        if ts > 0 || self.first_ms.is_some() {
-            self.first_ms.get_or_insert(ts);
-            self.last_ms = self.last_ms.max(ts);
-        }
-        self.write(&tag.encode()).await
-    }
-
-    async fn finish(mut self, config: &IngestConfig) -> anyhow::Result<Recording> {
-        // EOF on stdin: ffmpeg writes the last segment, ENDLIST and the last fragment.
-        drop(self.stdin.take());
-        let status = match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
-            Ok(s) => s?,
-            Err(_) => {
-                self.child.kill().await.ok();
-                self.child.wait().await?
-            }
-        };
-        if !status.success() {
-            let err = (&mut self.stderr).await.unwrap_or_default();
-            tracing::warn!(%status, stderr = %err.trim(), "remuxer exited with an error");
-        }
-        let size_bytes = tokio::fs::metadata(&self.recording)
-            .await
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let duration_ms = u64::from(self.last_ms - self.first_ms.unwrap_or(self.last_ms));
-        let poster = poster(config, &self.recording, duration_ms).await;
-        Ok(Recording {
-            path: self.recording,
-            poster,
-            duration_ms,
-            size_bytes,
-        })
-    }
-}
-
-/// A still from the middle of the first seconds, for the library; None when there is no video.
-async fn poster(config: &IngestConfig, recording: &Path, duration_ms: u64) -> Option<PathBuf> {
-    let out = recording.with_extension("jpg");
-    let at = (duration_ms / 2).min(2_000) as f64 / 1000.0;
-    let status = Command::new(&config.ffmpeg)
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-ss",
-            &format!("{at:.3}"),
-            "-i",
-        ])
-        .arg(recording)
-        .args(["-frames:v", "1", "-vf", "scale=640:-2"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .ok()?;
-    (status.success() && out.exists()).then_some(out)
 }
 
 /// Refreshes a live ingest's thumbnail from its keyframes alone (the decoder skips every other

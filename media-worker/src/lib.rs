@@ -6,5 +6,8 @@ pub mod compositor;
 pub mod flv;
 pub mod ingest;
 pub mod metrics;
+pub mod remux;
 pub mod rtmp_out;
 pub mod sfu;
+#[doc(hidden)]
+pub mod testkit;

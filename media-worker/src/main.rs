@@ -3,7 +3,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use castyard_crd::SfuConfig;
+use castyard_crd::{CompositorConfig, SfuConfig};
+use castyard_media_worker::compositor::server::{Compositor, Options as CompositorOptions};
 use castyard_media_worker::sfu::server::{Sfu, SfuOptions};
 use clap::{Args, Parser, Subcommand};
 
@@ -20,7 +21,7 @@ enum Role {
     /// WebRTC SFU: one UDP port for all peers, forwards on-stage tracks to the compositor.
     Sfu(SfuArgs),
     /// Compositor: mixes on-stage tracks into one show, encodes once, fans out to every output.
-    Compositor(Common),
+    Compositor(CompositorArgs),
 }
 
 /// What the operator (a pod) and the local backend (a child process) both pass.
@@ -32,6 +33,26 @@ struct Common {
     /// Stream keys as files, `<secret>/<key>`, as Kubernetes mounts Secrets.
     #[arg(long, default_value = "/var/run/secrets/castyard")]
     keys_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct CompositorArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The scene, HLS (`hls/<broadcast>/`) and recordings (`recordings/`).
+    #[arg(long, env = "CASTYARD_DATA_DIR", default_value = "/var/lib/castyard")]
+    data_dir: PathBuf,
+    /// Brand pictures by upload id; defaults to `<data-dir>/assets`.
+    #[arg(long, env = "CASTYARD_ASSETS_DIR")]
+    assets_dir: Option<PathBuf>,
+    #[arg(long, env = "CASTYARD_FFMPEG", default_value = "ffmpeg")]
+    ffmpeg: PathBuf,
+    /// The TrueType font for names, banners and the ticker.
+    #[arg(long, env = "CASTYARD_FONT", default_value = castyard_media_worker::compositor::DEFAULT_FONT)]
+    font: PathBuf,
+    /// x264's preset: faster ones cost less CPU and give a softer picture.
+    #[arg(long, env = "CASTYARD_X264_PRESET", default_value = "veryfast")]
+    preset: String,
 }
 
 #[derive(Args, Debug)]
@@ -63,9 +84,7 @@ fn main() -> std::process::ExitCode {
     init_logs();
     let result = match cli.role {
         Role::Sfu(args) => run_sfu(args),
-        Role::Compositor(c) => std::fs::metadata(&c.config)
-            .with_context(|| format!("cannot read {}", c.config.display()))
-            .and_then(|_| anyhow::bail!("the compositor role is not built yet")),
+        Role::Compositor(args) => run_compositor(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -119,6 +138,66 @@ fn run_sfu(args: SfuArgs) -> anyhow::Result<()> {
                 stop.shutdown();
             })
             .await?;
+        Ok(())
+    })
+}
+
+fn run_compositor(args: CompositorArgs) -> anyhow::Result<()> {
+    let config: CompositorConfig = read_config(&args.common.config)?;
+    let opts = CompositorOptions {
+        config: config.clone(),
+        keys_dir: args.common.keys_dir.clone(),
+        assets_dir: args
+            .assets_dir
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("assets")),
+        data_dir: args.data_dir,
+        ffmpeg: args.ffmpeg,
+        font: args.font,
+        preset: args.preset,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let control = SocketAddr::from(([0, 0, 0, 0], config.control_port));
+        let listener = tokio::net::TcpListener::bind(control)
+            .await
+            .with_context(|| format!("cannot bind the control port {control}"))?;
+        let compositor = Compositor::start(opts)?;
+        tracing::info!(%control, broadcast = %config.broadcast, "compositor ready");
+        let follow = {
+            let c = compositor.clone();
+            let path = args.common.config.clone();
+            tokio::spawn(async move {
+                let mut last = config;
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+                loop {
+                    tick.tick().await;
+                    // Keys are re-read too: a rotated key restarts that destination alone.
+                    if let Ok(next) = read_config::<CompositorConfig>(&path) {
+                        c.set_config(&next);
+                        last = next;
+                    }
+                    let _ = &last;
+                }
+            })
+        };
+        let stop = compositor.clone();
+        axum::serve(listener, compositor.router())
+            .with_graceful_shutdown(async move {
+                terminated().await;
+            })
+            .await?;
+        follow.abort();
+        tracing::info!("ending the show: flushing every output");
+        let parts = stop.shutdown().await;
+        for (path, done) in parts {
+            if let Some(p) = path {
+                tracing::info!(recording = %p.display(), duration_ms = done.duration_ms, size_bytes = done.size_bytes, "recording finalized");
+            }
+        }
         Ok(())
     })
 }

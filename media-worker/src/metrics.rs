@@ -79,6 +79,19 @@ impl DestinationState {
     }
 }
 
+impl From<castyard_crd::DestinationState> for DestinationState {
+    fn from(s: castyard_crd::DestinationState) -> Self {
+        use castyard_crd::DestinationState as S;
+        match s {
+            S::Idle => Self::Stopped,
+            S::Connecting => Self::Connecting,
+            S::Live => Self::Live,
+            S::Retrying => Self::Retrying,
+            S::Failed => Self::Failed,
+        }
+    }
+}
+
 fn broadcast_registry(prefix: &str, broadcast: &str) -> Registry {
     // A per-broadcast process: the label is constant, so it is attached once to every series
     // rather than relabelled by Prometheus, which the embedded mode does not have.

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 
 use axum::http::{Method, StatusCode};
@@ -130,84 +129,7 @@ async fn a_stream_key_never_leaves_in_a_reply_or_a_log() {
     assert_eq!(c.destinations[0].stream_key_secret_ref.key, "yt");
 }
 
-/// nginx with Debian's RTMP module on a free loopback port, stopped on drop.
-pub struct RtmpServer {
-    pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl RtmpServer {
-    pub fn start() -> Self {
-        Self::start_with(None, None)
-    }
-
-    /// On a given port (to bring a stopped destination back), recording every stream it
-    /// receives to `<record>/<key>.flv`.
-    pub fn start_with(port: Option<u16>, record: Option<&std::path::Path>) -> Self {
-        let port = port.unwrap_or_else(|| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        });
-        let record = match record {
-            Some(dir) => format!("record all; record_path {};", dir.display()),
-            None => "record off;".into(),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
-                 daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-                 events {{}}\n\
-                 rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; {record} }} }} }}\n",
-                d = dir.path().display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("nginx")
-            .args([
-                "-c",
-                conf.to_str().unwrap(),
-                "-p",
-                dir.path().to_str().unwrap(),
-                "-e",
-                dir.path().join("error.log").to_str().unwrap(),
-            ])
-            .spawn()
-            .expect(
-                "nginx is installed (scripts/test-deps.sh installs nginx and libnginx-mod-rtmp)",
-            );
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self {
-                    port,
-                    child,
-                    _dir: dir,
-                };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let mut child = child;
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "nginx-rtmp did not start: {}",
-            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-        );
-    }
-}
-
-impl Drop for RtmpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use castyard_media_worker::testkit::RtmpServer;
 
 #[tokio::test]
 async fn destination_test_does_an_rtmp_handshake() {

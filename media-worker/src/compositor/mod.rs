@@ -1,4 +1,14 @@
-//! The compositor role's pure core: the layout maths and the scene state machine.
+//! The compositor role: decodes on-stage tracks, paints the scene, encodes once and fans out.
 
+pub mod canvas;
+pub mod encode;
+pub mod input;
 pub mod layout;
+pub mod mix;
+pub mod outputs;
+pub mod paint;
 pub mod scene;
+pub mod server;
+
+/// Debian's fonts-dejavu-core; the image installs it.
+pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf";

@@ -159,6 +159,8 @@ pub enum SceneError {
     BadAspect,
     #[error("brand colour must be #rrggbb")]
     BadColor,
+    #[error("{0} must be an upload id (letters, digits, '.', '_', '-'; at most 128)")]
+    BadAsset(&'static str),
 }
 
 fn text(field: &'static str, s: &str, max: usize) -> Result<String, SceneError> {
@@ -167,6 +169,15 @@ fn text(field: &'static str, s: &str, max: usize) -> Result<String, SceneError> 
         return Err(SceneError::BadText { field, max });
     }
     Ok(t.to_owned())
+}
+
+/// Upload ids name files in the assets folder, so nothing that could climb out of it passes.
+pub fn asset_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn aspect(a: Option<f64>, default: f64) -> Result<f64, SceneError> {
@@ -287,6 +298,15 @@ impl Scene {
                     let hex = c.strip_prefix('#').unwrap_or("");
                     if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                         return Err(SceneError::BadColor);
+                    }
+                }
+                for (field, id) in [
+                    ("logo", &brand.logo),
+                    ("background", &brand.background),
+                    ("overlay", &brand.overlay),
+                ] {
+                    if id.as_deref().is_some_and(|id| !asset_id(id)) {
+                        return Err(SceneError::BadAsset(field));
                     }
                 }
                 self.brand = brand;

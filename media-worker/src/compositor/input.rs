@@ -1,0 +1,368 @@
+//! One source's plain RTP decoded by FFmpeg (through ffmpeg-sidecar): video to fixed-size I420
+//! frames of which only the newest is kept, audio to 48 kHz stereo PCM in a short buffer.
+
+use std::collections::VecDeque;
+use std::io::{BufRead as _, BufReader, Read};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ffmpeg_sidecar::child::FfmpegChild;
+use ffmpeg_sidecar::command::FfmpegCommand;
+use serde::{Deserialize, Serialize};
+
+use super::canvas::Frame;
+use super::paint::Feed;
+
+pub const SAMPLE_RATE: usize = 48_000;
+pub const CHANNELS: usize = 2;
+/// Audio beyond this is an input running ahead of the show: the oldest is dropped, so no input
+/// ever drifts out of sync by more than this.
+const MAX_BUFFERED: usize = SAMPLE_RATE * CHANNELS / 5;
+/// A picture older than this means the input is lost: its tile shows a placeholder.
+pub const STALE: Duration = Duration::from_millis(1500);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    Vp8,
+    H264,
+}
+
+/// What the SFU (or a test) will send for one source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InputRequest {
+    pub video: Option<VideoCodec>,
+    #[serde(default = "video_pt")]
+    pub video_payload_type: u8,
+    /// Opus audio; a screen share usually has none.
+    #[serde(default)]
+    pub audio: bool,
+    #[serde(default = "audio_pt")]
+    pub audio_payload_type: u8,
+}
+
+fn video_pt() -> u8 {
+    96
+}
+
+fn audio_pt() -> u8 {
+    111
+}
+
+/// Where to send the RTP (RTCP goes to the port above each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InputPorts {
+    pub video_port: Option<u16>,
+    pub audio_port: Option<u16>,
+}
+
+type Picture = Arc<Mutex<Option<(u64, Instant, Arc<Frame>)>>>;
+
+pub struct Input {
+    pub request: InputRequest,
+    pub ports: InputPorts,
+    picture: Picture,
+    audio: Arc<Mutex<VecDeque<i16>>>,
+    stop: Arc<AtomicBool>,
+    children: Arc<Mutex<Vec<FfmpegChild>>>,
+}
+
+/// An even UDP port whose odd neighbour (RTCP) is free too, as RTP/AVP expects.
+fn rtp_port() -> anyhow::Result<u16> {
+    for _ in 0..64 {
+        let a = UdpSocket::bind(("0.0.0.0", 0))?;
+        let p = a.local_addr()?.port();
+        if p % 2 == 0 && p < u16::MAX && UdpSocket::bind(("0.0.0.0", p + 1)).is_ok() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("no free pair of UDP ports")
+}
+
+fn sdp(kind: &str, port: u16, pt: u8, rtpmap: &str, fmtp: Option<&str>) -> String {
+    let mut s = format!(
+        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=castyard\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m={kind} {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {rtpmap}\r\n"
+    );
+    if let Some(f) = fmtp {
+        s.push_str(&format!("a=fmtp:{pt} {f}\r\n"));
+    }
+    if kind == "video" {
+        // FFmpeg sends a PLI when its depacketizer needs a keyframe, which the SFU routes to
+        // the publisher.
+        s.push_str(&format!("a=rtcp-fb:{pt} nack pli\r\n"));
+    }
+    s
+}
+
+impl Input {
+    /// Starts the decoders; `dir` holds their SDP files, `size` is the decoded picture size
+    /// (letterboxed, so any camera shape fits).
+    pub fn start(
+        ffmpeg: &Path,
+        dir: &Path,
+        key: &str,
+        request: InputRequest,
+        size: (u32, u32),
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let children = Arc::new(Mutex::new(Vec::new()));
+        let picture: Picture = Arc::default();
+        let audio: Arc<Mutex<VecDeque<i16>>> = Arc::default();
+        let safe: String = key
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let mut ports = InputPorts {
+            video_port: None,
+            audio_port: None,
+        };
+        if let Some(codec) = request.video {
+            let port = rtp_port()?;
+            let pt = request.video_payload_type;
+            let text = match codec {
+                VideoCodec::Vp8 => sdp("video", port, pt, "VP8/90000", None),
+                VideoCodec::H264 => sdp(
+                    "video",
+                    port,
+                    pt,
+                    "H264/90000",
+                    Some("packetization-mode=1"),
+                ),
+            };
+            let path = dir.join(format!("{safe}-video.sdp"));
+            std::fs::write(&path, text)?;
+            let (w, h) = size;
+            let filter = format!(
+                "scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2:flags=bilinear,\
+                 pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,format=yuv420p"
+            );
+            let args = vec![
+                "-map".into(),
+                "0:v:0".into(),
+                "-vf".into(),
+                filter,
+                "-fps_mode".into(),
+                "passthrough".into(),
+                "-f".into(),
+                "rawvideo".into(),
+                "pipe:1".into(),
+            ];
+            let picture = picture.clone();
+            let mut seq = 0u64;
+            let sink = move |r: &mut dyn Read| -> std::io::Result<()> {
+                let bytes = Frame::bytes(w, h);
+                loop {
+                    let mut buf = vec![0u8; bytes];
+                    r.read_exact(&mut buf)?;
+                    seq += 1;
+                    let frame = Frame::from_bytes(w, h, buf).expect("the size matches");
+                    *picture.lock().expect("poisoned") =
+                        Some((seq, Instant::now(), Arc::new(frame)));
+                }
+            };
+            supervise(
+                ffmpeg,
+                &path,
+                args,
+                Box::new(sink),
+                stop.clone(),
+                children.clone(),
+                key,
+            );
+            ports.video_port = Some(port);
+        }
+        if request.audio {
+            let port = rtp_port()?;
+            let path = dir.join(format!("{safe}-audio.sdp"));
+            std::fs::write(
+                &path,
+                sdp(
+                    "audio",
+                    port,
+                    request.audio_payload_type,
+                    "opus/48000/2",
+                    None,
+                ),
+            )?;
+            let args = [
+                "-map", "0:a:0", "-ac", "2", "-ar", "48000", "-f", "s16le", "pipe:1",
+            ]
+            .map(String::from)
+            .to_vec();
+            let audio = audio.clone();
+            let sink = move |r: &mut dyn Read| -> std::io::Result<()> {
+                let mut buf = [0u8; 3840];
+                loop {
+                    let n = r.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    let mut q = audio.lock().expect("poisoned");
+                    q.extend(
+                        buf[..n & !1]
+                            .chunks_exact(2)
+                            .map(|b| i16::from_le_bytes([b[0], b[1]])),
+                    );
+                    if q.len() > MAX_BUFFERED {
+                        // Down to half the bound, keeping stereo pairs aligned.
+                        let excess = (q.len() - MAX_BUFFERED / 2) & !1;
+                        q.drain(..excess);
+                    }
+                }
+            };
+            supervise(
+                ffmpeg,
+                &path,
+                args,
+                Box::new(sink),
+                stop.clone(),
+                children.clone(),
+                key,
+            );
+            ports.audio_port = Some(port);
+        }
+        Ok(Self {
+            request,
+            ports,
+            picture,
+            audio,
+            stop,
+            children,
+        })
+    }
+
+    pub fn feed(&self) -> Feed {
+        match &*self.picture.lock().expect("poisoned") {
+            Some((seq, at, frame)) if at.elapsed() < STALE => Feed::Live {
+                seq: *seq,
+                frame: frame.clone(),
+            },
+            _ => Feed::Waiting,
+        }
+    }
+
+    /// Takes up to `out.len()` interleaved samples, adding them into `out` at `gain`; an input
+    /// with too little audio contributes what it has (the rest is silence).
+    pub fn mix_into(&self, out: &mut [f32], gain: f32) {
+        let mut q = self.audio.lock().expect("poisoned");
+        let n = out.len().min(q.len()) & !1;
+        for (o, s) in out.iter_mut().zip(q.drain(..n)) {
+            *o += f32::from(s) * gain;
+        }
+    }
+
+    /// Drops buffered audio (a muted or off-stage input must not play its backlog later).
+    pub fn discard_audio(&self, keep: usize) {
+        let mut q = self.audio.lock().expect("poisoned");
+        let n = q.len().saturating_sub(keep) & !1;
+        q.drain(..n);
+    }
+}
+
+impl Drop for Input {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.children.lock().expect("poisoned").iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+type Sink = Box<dyn FnMut(&mut dyn Read) -> std::io::Result<()> + Send>;
+
+/// Runs one decoder, restarting it (after half a second) whenever it exits, until stopped.
+fn supervise(
+    ffmpeg: &Path,
+    sdp: &Path,
+    args: Vec<String>,
+    mut sink: Sink,
+    stop: Arc<AtomicBool>,
+    children: Arc<Mutex<Vec<FfmpegChild>>>,
+    key: &str,
+) {
+    let ffmpeg: PathBuf = ffmpeg.into();
+    let sdp: PathBuf = sdp.into();
+    let key = key.to_owned();
+    std::thread::spawn(move || {
+        let mut delay = Duration::from_millis(500);
+        while !stop.load(Ordering::SeqCst) {
+            let began = Instant::now();
+            let mut cmd = FfmpegCommand::new_with_path(&ffmpeg);
+            cmd.hide_banner()
+                .args(["-loglevel", "error", "-nostats"])
+                .args(["-protocol_whitelist", "file,udp,rtp"])
+                .args(["-fflags", "nobuffer", "-flags", "low_delay"])
+                .args(["-analyzeduration", "1000000", "-probesize", "1000000"])
+                .arg("-i")
+                .arg(sdp.to_string_lossy().as_ref())
+                .args(&args);
+            let mut child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(input = %key, error = %e, "cannot start a decoder");
+                    return;
+                }
+            };
+            let stdout = child.take_stdout();
+            if let Some(err) = child.take_stderr() {
+                let key = key.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(err).lines().map_while(Result::ok) {
+                        tracing::debug!(input = %key, "decoder: {line}");
+                    }
+                });
+            }
+            {
+                let mut all = children.lock().expect("poisoned");
+                all.retain_mut(|c| !matches!(c.as_inner_mut().try_wait(), Ok(Some(_))));
+                all.push(child);
+            }
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Some(mut out) = stdout {
+                let _ = sink(&mut out);
+            }
+            if !stop.load(Ordering::SeqCst) {
+                // A sender that said goodbye (RTCP BYE) ends FFmpeg's input; the source may come
+                // back, so the decoder is restarted, less often the more it fails.
+                if began.elapsed() > Duration::from_secs(10) {
+                    delay = Duration::from_millis(500);
+                }
+                tracing::debug!(input = %key, ?delay, "decoder stopped; restarting it");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_with_defaults_and_refuse_unknown_fields() {
+        let r: InputRequest = serde_json::from_str(r#"{"video":"vp8","audio":true}"#).unwrap();
+        assert_eq!(r.video_payload_type, 96);
+        assert_eq!(r.audio_payload_type, 111);
+        assert!(serde_json::from_str::<InputRequest>(r#"{"video":"av1"}"#).is_err());
+        assert!(serde_json::from_str::<InputRequest>(r#"{"vidoe":"vp8"}"#).is_err());
+    }
+
+    #[test]
+    fn sdp_names_the_codec_and_asks_for_keyframes() {
+        let s = sdp("video", 5004, 96, "VP8/90000", None);
+        assert!(s.contains("m=video 5004 RTP/AVP 96"));
+        assert!(s.contains("a=rtpmap:96 VP8/90000"));
+        assert!(s.contains("a=rtcp-fb:96 nack pli"));
+    }
+}

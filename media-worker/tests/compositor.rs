@@ -1,0 +1,416 @@
+//! The compositor as its own process, as the operator runs it: synthetic RTP in (FFmpeg test
+//! sources), real nginx-rtmp destinations out, read back with ffprobe.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use castyard_media_worker::testkit::RtmpServer;
+use serde_json::{Value, json};
+
+struct Worker {
+    child: Child,
+    port: u16,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(port: u16, destinations: Value) -> Value {
+    json!({
+        "broadcast": "show", "width": 640, "height": 360, "fps": 30,
+        "videoBitrateKbps": 800, "audioBitrateKbps": 96, "layout": "grid",
+        "destinations": destinations, "hls": {"enabled": true, "lowLatency": false},
+        "recording": true, "ingest": {"rtmp": false}, "sfu": null, "controlPort": port,
+    })
+}
+
+fn destination(name: &str, port: u16) -> Value {
+    json!({"name": name, "kind": "custom", "url": format!("rtmp://127.0.0.1:{port}/live"),
+           "streamKeySecretRef": {"name": "keys", "key": name}, "enabled": true})
+}
+
+impl Worker {
+    fn start(dir: tempfile::TempDir, config: &Value) -> Self {
+        let port = config["controlPort"].as_u64().unwrap() as u16;
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_castyard-media-worker"))
+            .arg("compositor")
+            .arg("--config")
+            .arg(dir.path().join("config.json"))
+            .arg("--keys-dir")
+            .arg(dir.path().join("keys"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let w = Self {
+            child,
+            port,
+            dir: Some(dir),
+        };
+        let until = Instant::now() + Duration::from_secs(20);
+        while w.http("GET", "/readyz", None).0 != 200 {
+            assert!(Instant::now() < until, "the compositor never became ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        w
+    }
+
+    fn http(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return (0, Value::Null);
+        };
+        let body = body.map(Value::to_string).unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: c\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        if out.len() < 12 {
+            return (0, Value::Null);
+        }
+        let status = out[9..12].parse().unwrap();
+        let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+        )
+    }
+
+    fn scene(&self, cmd: Value) -> Value {
+        let (status, body) = self.http("POST", "/scene", Some(&cmd));
+        assert_eq!(status, 200, "{cmd} -> {body}");
+        body
+    }
+
+    /// Registers a camera and starts FFmpeg sending it a VP8 test pattern and an Opus tone.
+    fn camera(&self, id: &str, secs: u32) -> Vec<Child> {
+        let (status, ports) = self.http(
+            "PUT",
+            &format!("/inputs/{id}/camera"),
+            Some(&json!({"video": "vp8", "audio": true, "audioPayloadType": 97})),
+        );
+        assert_eq!(status, 200, "{ports}");
+        let send = |args: &[&str], port: &Value| {
+            Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi"])
+                .args(args)
+                .args(["-t", &secs.to_string(), "-f", "rtp"])
+                .arg(format!("rtp://127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        vec![
+            send(
+                &[
+                    "-i",
+                    "testsrc2=size=640x360:rate=30",
+                    "-c:v",
+                    "libvpx",
+                    "-deadline",
+                    "realtime",
+                    "-cpu-used",
+                    "8",
+                    "-b:v",
+                    "500k",
+                    "-g",
+                    "30",
+                    "-payload_type",
+                    "96",
+                ],
+                &ports["videoPort"],
+            ),
+            send(
+                &[
+                    "-i",
+                    "sine=frequency=440:sample_rate=48000",
+                    "-c:a",
+                    "libopus",
+                    "-payload_type",
+                    "97",
+                ],
+                &ports["audioPort"],
+            ),
+        ]
+    }
+
+    fn status(&self) -> Value {
+        self.http("GET", "/status", None).1
+    }
+
+    fn destination(&self, name: &str) -> Value {
+        self.status()["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    fn wait_destination(&self, name: &str, state: &str, within: Duration) -> Value {
+        let until = Instant::now() + within;
+        loop {
+            let d = self.destination(name);
+            if d["state"] == state {
+                return d;
+            }
+            assert!(Instant::now() < until, "{name} never {state}: {d}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn terminate(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        (status, self.dir.take().unwrap())
+    }
+
+    fn recording(&self) -> PathBuf {
+        PathBuf::from(self.status()["recording"].as_str().unwrap())
+    }
+}
+
+fn ffprobe(path: &Path, entries: &str) -> Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json", "-show_entries", entries])
+        .arg(path)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// The video packet times of a file, in seconds.
+fn video_times(path: &Path) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["packet=pts_time", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let mut t: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t
+}
+
+fn assert_show(path: &Path, wall: f64, what: &str) {
+    let v = ffprobe(
+        path,
+        "stream=codec_name,width,height,r_frame_rate:format=duration",
+    );
+    let streams = v["streams"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: {v}"));
+    let video = streams.iter().find(|s| s["codec_name"] == "h264");
+    let video = video.unwrap_or_else(|| panic!("{what} has H.264: {v}"));
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    assert_eq!(video["r_frame_rate"], "30/1", "{what}");
+    assert!(
+        streams.iter().any(|s| s["codec_name"] == "aac"),
+        "{what} has AAC: {v}"
+    );
+    let secs: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (secs - wall).abs() <= wall * 0.1,
+        "{what}: {secs} s of media for {wall} s of show"
+    );
+}
+
+#[test]
+fn a_show_goes_to_two_destinations_and_one_dying_touches_nothing_else() {
+    let rec_a = tempfile::tempdir().unwrap();
+    let rec_b = tempfile::tempdir().unwrap();
+    let a = RtmpServer::start_with(None, Some(rec_a.path()));
+    let b = RtmpServer::start_with(None, Some(rec_b.path()));
+    let b_port = b.port;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("keys/keys")).unwrap();
+    std::fs::write(dir.path().join("keys/keys/a"), "secret-key-a\n").unwrap();
+    std::fs::write(dir.path().join("keys/keys/b"), "secret-key-b\n").unwrap();
+    let cfg = config(
+        free_port(),
+        json!([destination("a", a.port), destination("b", b.port)]),
+    );
+    let started = Instant::now();
+    let w = Worker::start(dir, &cfg);
+    w.wait_destination("a", "Live", Duration::from_secs(10));
+    w.wait_destination("b", "Live", Duration::from_secs(10));
+    let encoder = w.status()["encoderRestarts"].clone();
+
+    // Two guests on stage with a banner; their media arrives while the show runs.
+    let mut senders = Vec::new();
+    for (id, name) in [("ann", "Ann Lee"), ("bo", "Bo")] {
+        w.scene(json!({"type": "join", "id": id, "name": name}));
+        w.scene(json!({"type": "camera", "id": id, "on": true}));
+        w.scene(json!({"type": "add-to-stage", "id": id}));
+        senders.extend(w.camera(id, 30));
+    }
+    w.scene(
+        json!({"type": "show-banner", "banner": {"text": "Live from Castyard", "style": "banner"}}),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+
+    // b's server dies: b retries and says why (never with the key); a and the recording go on.
+    drop(b);
+    let d = w.wait_destination("b", "Retrying", Duration::from_secs(10));
+    let error = d["lastError"].as_str().unwrap_or_default();
+    assert!(!error.is_empty() && !error.contains("secret-key"), "{d}");
+    assert_eq!(w.destination("a")["state"], "Live");
+
+    // Scene changes while live: layouts, a join, a leave, a ticker.
+    w.scene(json!({"type": "set-layout", "layout": "spotlight"}));
+    w.scene(json!({"type": "join", "id": "cy", "name": "Cy"}));
+    w.scene(json!({"type": "add-to-stage", "id": "cy"}));
+    w.scene(json!({"type": "ticker", "text": "Questions? Ask in the chat"}));
+    std::thread::sleep(Duration::from_secs(1));
+    w.scene(json!({"type": "set-layout", "layout": "sidebar"}));
+    w.scene(json!({"type": "leave", "id": "bo"}));
+
+    // b comes back on the same port and is live again within 10 s.
+    let b = RtmpServer::start_with(Some(b_port), Some(rec_b.path()));
+    let back = Instant::now();
+    w.wait_destination("b", "Live", Duration::from_secs(10));
+    assert!(back.elapsed() < Duration::from_secs(10));
+    let d = w.destination("b");
+    assert!(d["retries"].as_u64().unwrap() >= 1, "{d}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(w.destination("a")["bitrateKbps"].as_u64().unwrap() > 100);
+    let metrics = w.http("GET", "/metrics", None).1;
+    let metrics = metrics.as_str().unwrap();
+    for series in [
+        r#"castyard_compositor_destination_state{broadcast="show",destination="b",state="live"} 1"#,
+        r#"castyard_compositor_destination_retries_total{broadcast="show",destination="b"}"#,
+        r#"castyard_compositor_destination_sent_bytes_total{broadcast="show",destination="a"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+    assert_eq!(
+        w.status()["encoderRestarts"],
+        encoder,
+        "the encoder never restarted"
+    );
+
+    let recording = w.recording();
+    let (status, _dir) = w.terminate();
+    let wall = started.elapsed().as_secs_f64();
+    assert!(status.success(), "{status}");
+    for mut s in senders {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    drop((a, b));
+
+    // Destination a saw the whole show: the right format, and time that never jumps.
+    let a_file = rec_a.path().join("secret-key-a.flv");
+    assert_show(&a_file, wall, "destination a");
+    let times = video_times(&a_file);
+    let gaps = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(gaps < 0.2, "a gap of {gaps} s in destination a's video");
+    // The recording was finalized on SIGTERM and holds the show too.
+    assert_show(&recording, wall, "the recording");
+    // b has its part of the show, from before it died and after it came back.
+    assert!(rec_b.path().join("secret-key-b.flv").exists());
+}
+
+#[test]
+fn bad_commands_change_nothing_and_a_killed_compositor_leaves_a_playable_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(free_port(), json!([]));
+    let mut w = Worker::start(dir, &cfg);
+    w.scene(json!({"type": "join", "id": "ann", "name": "Ann"}));
+    w.scene(json!({"type": "add-to-stage", "id": "ann"}));
+    let scene = w.http("GET", "/scene", None).1;
+    for (method, path, body, status) in [
+        ("POST", "/scene", json!({"type": "explode"}), 400),
+        (
+            "POST",
+            "/scene",
+            json!({"type": "add-to-stage", "id": "nobody"}),
+            422,
+        ),
+        (
+            "POST",
+            "/scene",
+            json!({"type": "gain", "id": "ann", "gain": 9}),
+            422,
+        ),
+        (
+            "POST",
+            "/scene",
+            json!({"type": "set-brand", "brand": {"logo": "../../etc/passwd"}}),
+            422,
+        ),
+        ("PUT", "/inputs/ann/microwave", json!({"video": "vp8"}), 404),
+        ("PUT", "/inputs/a%2Fb/camera", json!({"video": "vp8"}), 400),
+        ("PUT", "/inputs/ann/camera", json!({"video": "av1"}), 400),
+        ("PUT", "/inputs/ann/camera", json!({}), 400),
+        ("DELETE", "/inputs/ann/camera", Value::Null, 404),
+    ] {
+        let (got, body) = w.http(method, path, Some(&body));
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert!(body["message"].is_string(), "a clear error: {body}");
+    }
+    assert_eq!(w.http("GET", "/scene", None).1, scene, "nothing changed");
+
+    let senders = w.camera("ann", 20);
+    std::thread::sleep(Duration::from_secs(5));
+    let recording = w.recording();
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    for mut s in senders {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+
+    // Fragmented MP4: everything up to the kill decodes.
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&recording)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    let secs: f64 = ffprobe(&recording, "format=duration")["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs > 3.0, "{secs} s recorded before the kill");
+
+    // A new compositor on the same data comes back to the same scene.
+    let w2 = Worker::start(w.dir.take().unwrap(), &cfg);
+    assert_eq!(w2.http("GET", "/scene", None).1, scene);
+    let (status, _) = w2.terminate();
+    assert!(status.success());
+}
