@@ -62,3 +62,4 @@ bench:
 	cargo bench -p castyard-api --bench ingest
 	cargo bench -p castyard-operator --bench converge
 	cargo bench -p castyard-media-worker --bench sfu
+	cargo bench -p castyard-media-worker --bench compositor

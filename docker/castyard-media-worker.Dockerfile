@@ -7,7 +7,7 @@ COPY . .
 RUN make release BIN=castyard-media-worker
 
 FROM debian:bookworm-slim
-RUN apt-get update -q && apt-get install -y -q --no-install-recommends ffmpeg ca-certificates \
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends ffmpeg fonts-dejavu-core ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/castyard-media-worker /usr/local/bin/castyard-media-worker
 USER 65532:65532

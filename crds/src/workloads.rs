@@ -59,7 +59,8 @@ pub struct CompositorConfig {
     pub control_port: u16,
 }
 
-/// Backstage -> SFU; Live or recording -> SFU + compositor; Ended -> nothing.
+/// Backstage -> SFU; Live or recording -> SFU + compositor (unless an RTMP ingest is the show);
+/// Ended -> nothing.
 /// An ingest-only show (OBS) needs no SFU while no studio is open, but the studio may
 /// pull the ingest in as a source, so the SFU stays whenever the broadcast is not ended.
 pub fn desired_workloads(broadcast: &Broadcast) -> DesiredWorkloads {
@@ -77,7 +78,10 @@ pub fn workloads_for(name: &str, spec: &BroadcastSpec) -> DesiredWorkloads {
         signalling_port: SFU_SIGNALLING_PORT,
         media_port: SFU_MEDIA_PORT,
     };
-    let needs_compositor = spec.state == DesiredState::Live || spec.recording;
+    // With RTMP ingest on, the OBS feed is the show: the ingest remuxes, records and restreams
+    // it, and a compositor would publish a second, empty show to the same destinations.
+    let needs_compositor =
+        (spec.state == DesiredState::Live || spec.recording) && !spec.ingest.rtmp;
     let compositor = needs_compositor.then(|| {
         let (width, height) = spec.output.resolution.dimensions();
         CompositorConfig {
@@ -155,6 +159,18 @@ mod tests {
         assert!(c.recording);
         assert!(c.destinations.is_empty());
         assert!(!c.hls.enabled);
+    }
+
+    #[test]
+    fn an_rtmp_ingest_is_the_show_so_no_compositor_competes_with_it() {
+        let mut b = Broadcast::test()
+            .live()
+            .recording()
+            .with_destination("yt", "rtmp://a.rtmp.youtube.com/live2");
+        b.spec.ingest.rtmp = true;
+        let w = desired_workloads(&b);
+        assert!(w.sfu.is_some());
+        assert!(w.compositor.is_none());
     }
 
     #[test]

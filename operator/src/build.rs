@@ -10,9 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use castyard_crd::workloads::{CompositorConfig, SfuConfig, desired_workloads};
 use castyard_crd::{Broadcast, DesiredWorkloads};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, PodSpec, Probe,
+    ResourceRequirements, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -27,6 +28,8 @@ pub const CONFIG_DIR: &str = "/etc/castyard";
 pub const CONFIG_FILE: &str = "worker.json";
 /// Each referenced Secret is mounted at `KEYS_DIR/<secret name>/<key>`.
 pub const KEYS_DIR: &str = "/var/run/secrets/castyard";
+/// The compositor's scene, HLS and recording; the root filesystem is read-only.
+pub const DATA_DIR: &str = "/var/lib/castyard";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -308,7 +311,18 @@ fn compositor_pod(
     let name = meta.name.clone().unwrap_or_default();
     let mut c = container(Role::Compositor, cfg, comp.control_port, resources);
     c.ports = Some(vec![port("control", comp.control_port, "TCP")]);
-    let mut volumes = vec![];
+    let mut volumes = vec![Volume {
+        name: "data".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    c.volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..Default::default()
+        });
     for (i, secret) in secrets.iter().enumerate() {
         let vol = format!("stream-keys-{i}");
         volumes.push(Volume {
@@ -499,6 +513,8 @@ mod tests {
             mounts.contains(&"/var/run/secrets/castyard/show-stream-keys"),
             "{mounts:?}"
         );
+        // The root filesystem is read-only: the scene, HLS and recording need a volume.
+        assert!(mounts.contains(&DATA_DIR), "{mounts:?}");
         assert_eq!(spec.termination_grace_period_seconds, Some(60));
         let config: CompositorConfig =
             serde_json::from_str(&c.config_maps[1].data.as_ref().unwrap()[CONFIG_FILE]).unwrap();

@@ -35,6 +35,9 @@ pub struct LocalConfig {
     pub program: PathBuf,
     /// Each broadcast's config and key files go under `<root>/<broadcast>/`.
     pub root: PathBuf,
+    /// Each compositor's scene, HLS and recordings go under `<media_root>/<broadcast>/`, which
+    /// outlives the broadcast's workers (unlike `root`).
+    pub media_root: PathBuf,
     /// What workers advertise as their pod and node IP.
     pub advertise_ip: String,
     /// The IP the SFU tells browsers to send media to (CASTYARD_ADVERTISE_IP), when it is not
@@ -54,6 +57,7 @@ impl LocalConfig {
     pub fn new(program: PathBuf, root: PathBuf) -> Self {
         Self {
             program,
+            media_root: root.with_file_name("media"),
             root,
             advertise_ip: "127.0.0.1".into(),
             media_ip: None,
@@ -250,15 +254,21 @@ impl LocalBackend {
     ) -> Worker {
         let state = Arc::new(Mutex::new(WorkerState::default()));
         let (stop, stopped) = watch::channel(false);
+        let mut args = vec![
+            role.as_str().into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--keys-dir".into(),
+            dir.join("keys").display().to_string(),
+        ];
+        if role == Role::Compositor {
+            let broadcast = dir.file_name().unwrap_or_default();
+            args.push("--data-dir".into());
+            args.push(self.cfg.media_root.join(broadcast).display().to_string());
+        }
         let launch = Launch {
             program: self.cfg.program.clone(),
-            args: vec![
-                role.as_str().into(),
-                "--config".into(),
-                config.display().to_string(),
-                "--keys-dir".into(),
-                dir.join("keys").display().to_string(),
-            ],
+            args,
             ip: self.cfg.advertise_ip.clone(),
             media_ip: self.cfg.media_ip.clone(),
         };
