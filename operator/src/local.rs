@@ -231,7 +231,21 @@ impl LocalBackend {
                 Role::Compositor => observed.compositor = seen,
             }
         }
-        let mut status = compute(b, &observed, &Time(k8s_openapi::jiff::Timestamp::now()));
+        // The compositor's destination reports take the place of the previous ones, as the
+        // operator's status carries worker reports over.
+        let compositor_port = {
+            let workers = self.workers.lock().await;
+            workers
+                .get(&(name.clone(), Role::Compositor.as_str()))
+                .map(|w| w.control_port)
+        };
+        let mut b = b.clone();
+        if let Some(port) = compositor_port
+            && let Some(d) = destinations(port).await
+        {
+            b.status.get_or_insert_with(Default::default).destinations = d;
+        }
+        let mut status = compute(&b, &observed, &Time(k8s_openapi::jiff::Timestamp::now()));
         let workers = self.workers.lock().await;
         status.endpoints = workers.get(&(name, Role::Sfu.as_str())).map(|w| {
             let ip = &self.cfg.advertise_ip;
@@ -494,22 +508,47 @@ fn write_keys(root: &Path, keys: &Keys) -> anyhow::Result<()> {
 }
 
 /// The readiness probe: GET /readyz on the worker's control port answers 200.
-async fn ready(port: u16) -> bool {
+/// A GET to a worker's control port: status code and body, or None when it does not answer
+/// within a second.
+async fn get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .ok()?;
-        s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
             .await
             .ok()?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).await.ok()?;
-        Some(head.ends_with(b" 200"))
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        let status = std::str::from_utf8(out.get(9..12)?).ok()?.parse().ok()?;
+        let body = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(Vec::new(), |i| out[i + 4..].to_vec());
+        Some((status, body))
     };
     tokio::time::timeout(Duration::from_secs(1), attempt)
         .await
         .ok()
         .flatten()
-        .unwrap_or(false)
+}
+
+async fn ready(port: u16) -> bool {
+    get(port, "/readyz").await.is_some_and(|(s, _)| s == 200)
+}
+
+/// What the compositor reports about each destination (state, last error, retries, bitrate),
+/// as a pod's would be read by the operator.
+async fn destinations(port: u16) -> Option<Vec<castyard_crd::DestinationStatus>> {
+    #[derive(serde::Deserialize)]
+    struct Report {
+        destinations: Vec<castyard_crd::DestinationStatus>,
+    }
+    let (200, body) = get(port, "/status").await? else {
+        return None;
+    };
+    serde_json::from_slice::<Report>(&body)
+        .ok()
+        .map(|r| r.destinations)
 }

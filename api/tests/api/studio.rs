@@ -221,3 +221,111 @@ fn two_browser_guests_see_and_hear_each_other_share_a_screen_and_leave() {
     assert_eq!(seen["afterLeave"], serde_json::json!([]));
     assert!(up.signal("-TERM").success());
 }
+
+#[test]
+fn going_live_composes_the_show_and_reports_each_destination() {
+    use castyard_media_worker::testkit::RtmpServer;
+    let data = tempfile::tempdir().unwrap();
+    let mut up = Up::start(data.path(), &media_worker());
+    let (token, id) = backstage(&up, "live@example.com");
+    let rtmp = RtmpServer::start();
+    let (line, body) = http(
+        up.port,
+        "POST",
+        &format!("/api/broadcasts/{id}/destinations"),
+        Some(&token),
+        &format!(
+            r#"{{"name":"local","kind":"custom","url":"rtmp://127.0.0.1:{}/live","streamKey":"live-key-1"}}"#,
+            rtmp.port
+        ),
+    );
+    assert!(line.contains("201"), "{line} {body}");
+    let (line, body) = http(
+        up.port,
+        "PATCH",
+        &format!("/api/broadcasts/{id}"),
+        Some(&token),
+        r#"{"recording":true}"#,
+    );
+    assert!(line.contains("200"), "{line} {body}");
+    let (line, body) = http(
+        up.port,
+        "POST",
+        &format!("/api/broadcasts/{id}/start"),
+        Some(&token),
+        "",
+    );
+    assert!(line.contains(" 20"), "{line} {body}");
+    // The compositor's own report reaches the broadcast's status.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let (_, body) = http(
+            up.port,
+            "GET",
+            &format!("/api/broadcasts/{id}"),
+            Some(&token),
+            "",
+        );
+        let b = json(&body);
+        let d = &b["destinationStatus"][0];
+        if d["state"] == "Live" && b["phase"] == "Live" {
+            assert_eq!(d["name"], "local");
+            assert!(!body.contains("live-key-1"), "never the key: {body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never live: {b}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (line, body) = http(
+        up.port,
+        "POST",
+        &format!("/api/broadcasts/{id}/end"),
+        Some(&token),
+        "",
+    );
+    assert!(line.contains(" 20"), "{line} {body}");
+    wait_for_phase(&up, &id, &token, "Ended");
+    // Ending stops the compositor, which finalizes its recording first (its process is gone
+    // once the broadcast's worker folder is).
+    let workers = data.path().join("workers");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&workers).map_or(0, |d| d.count()) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workers never stopped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let recordings: Vec<_> = std::fs::read_dir(data.path().join("media"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| {
+            std::fs::read_dir(d.path().join("recordings"))
+                .into_iter()
+                .flatten()
+        })
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
+        .collect();
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&recordings[0])
+        .output()
+        .unwrap();
+    let codecs = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        codecs.contains("h264") && codecs.contains("aac"),
+        "{codecs}"
+    );
+    assert!(up.signal("-TERM").success());
+}
