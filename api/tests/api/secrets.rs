@@ -126,7 +126,9 @@ async fn a_stream_key_never_leaves_in_a_reply_or_a_log() {
         !spec_json.contains("SECRET"),
         "the workload spec holds only secret references"
     );
-    assert_eq!(c.destinations[0].stream_key_secret_ref.key, "yt");
+    // Destinations created in the same instant sort by name, so look "yt" up by name.
+    let yt = c.destinations.iter().find(|d| d.name == "yt").expect("yt");
+    assert_eq!(yt.stream_key_secret_ref.key, "yt");
 }
 
 pub use castyard_media_worker::testkit::RtmpServer;
