@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use castyard_media_worker::testkit::RtmpServer;
+use castyard_media_worker::testkit::{RtmpServer, free_port};
 use serde_json::{Value, json};
 
 const GUESTS: usize = 4;
@@ -75,11 +75,7 @@ fn http(port: u16, method: &str, path: &str, body: &Value) -> Option<Value> {
 fn compositor(dir: &Path, width: u32, height: u32, kbps: u32) -> (f64, f64, Value) {
     let a = RtmpServer::start();
     let b = RtmpServer::start();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let data = dir.join(format!("data-{height}"));
     std::fs::create_dir_all(data.join("assets")).unwrap();
     std::fs::copy(dir.join("logo.png"), data.join("assets/logo.png")).unwrap();

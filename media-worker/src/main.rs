@@ -171,16 +171,14 @@ fn run_compositor(args: CompositorArgs) -> anyhow::Result<()> {
             let c = compositor.clone();
             let path = args.common.config.clone();
             tokio::spawn(async move {
-                let mut last = config;
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
                 loop {
                     tick.tick().await;
-                    // Keys are re-read too: a rotated key restarts that destination alone.
+                    // Keys are re-read too: a rotated key restarts that destination alone, and
+                    // an unchanged destination is left as it is.
                     if let Ok(next) = read_config::<CompositorConfig>(&path) {
                         c.set_config(&next);
-                        last = next;
                     }
-                    let _ = &last;
                 }
             })
         };

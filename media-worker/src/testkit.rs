@@ -6,6 +6,15 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// nginx with Debian's RTMP module on a free loopback port, stopped on drop.
 pub struct RtmpServer {
     pub port: u16,
@@ -21,13 +30,7 @@ impl RtmpServer {
     /// On a given port (to bring a stopped destination back), recording every stream it
     /// receives to `<record>/<key>.flv`.
     pub fn start_with(port: Option<u16>, record: Option<&std::path::Path>) -> Self {
-        let port = port.unwrap_or_else(|| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        });
+        let port = port.unwrap_or_else(free_port);
         let record = match record {
             Some(dir) => format!("record all; record_path {};", dir.display()),
             None => "record off;".into(),

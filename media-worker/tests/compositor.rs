@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use castyard_media_worker::testkit::RtmpServer;
+use castyard_media_worker::testkit::{RtmpServer, free_port};
 use serde_json::{Value, json};
 
 struct Worker {
@@ -21,14 +21,6 @@ impl Drop for Worker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn config(port: u16, destinations: Value) -> Value {

@@ -528,5 +528,7 @@ fn frame_loop(
             speed_at = (Instant::now(), media);
         }
     }
-    encoder.finish(&Clock::default());
+    if let Some(inner) = inner.upgrade() {
+        encoder.finish(&inner.clock);
+    }
 }
