@@ -275,13 +275,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         tracing::info!(broadcasts = resumed, "media workers restarted");
     }
     let ingest = state.ingest.get().cloned();
-    let served = serve(state, args.listen).await;
+    let library = crate::library::spawn(state.clone());
+    let served = serve(state.clone(), args.listen).await;
     // Live ingests end as if their publishers had stopped: recordings finalized and listed.
     if let Some(ingest) = ingest {
         ingest.shutdown().await;
     }
-    // Every worker stops before we exit (the compositor finalizes its outputs).
+    // Every worker stops before we exit (the compositor finalizes its outputs), and what they
+    // finalized is in the library before we go.
     workers.shutdown().await;
+    library.abort();
+    crate::library::collect(&state).await;
     served
 }
 
@@ -337,7 +341,10 @@ async fn cluster_api(args: ApiArgs) -> anyhow::Result<()> {
         start_ingest(&state, listener, &args.data_dir);
     }
     let ingest = state.ingest.get().cloned();
+    // Compositor pods write recordings to the media volume when the chart shares one.
+    let library = crate::library::spawn(state.clone());
     let served = serve(state, args.listen).await;
+    library.abort();
     if let Some(ingest) = ingest {
         ingest.shutdown().await;
     }

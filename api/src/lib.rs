@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod ingest;
+pub mod library;
 pub mod metrics;
 pub mod ratelimit;
 pub mod realtime;

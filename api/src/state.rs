@@ -89,6 +89,24 @@ impl Settings {
         self.data_dir.join("hls")
     }
 
+    /// Each broadcast's compositor writes its scene, HLS and recordings under
+    /// `media/<resource name>/`.
+    pub fn media_dir(&self) -> PathBuf {
+        self.data_dir.join("media")
+    }
+
+    /// A stream's HLS file: an ingest's (`hls/<id>/`) or the composed show's
+    /// (`media/bc-<id>/hls/bc-<id>/`). `id` must already be a parsed id and `file` a plain name.
+    pub fn hls_file(&self, id: &str, file: &str) -> Option<PathBuf> {
+        [self.hls_dir().join(id), {
+            let name = crate::routes::broadcasts::resource_name(id);
+            self.media_dir().join(&name).join("hls").join(name)
+        }]
+        .into_iter()
+        .map(|d| d.join(file))
+        .find(|p| p.exists())
+    }
+
     pub fn uploads_dir(&self) -> PathBuf {
         self.data_dir.join("uploads")
     }

@@ -99,7 +99,7 @@ async fn no_frontend() -> Html<&'static str> {
     )
 }
 
-/// A live ingest's HLS playlist, segments and thumbnail, public like the watch page. Only the names the
+/// A live ingest's or composed show's HLS playlist, segments and thumbnail, public like the watch page. Only the names the
 /// remuxer writes are served, so nothing else under the data directory is reachable.
 async fn hls(
     State(state): State<AppState>,
@@ -122,10 +122,10 @@ async fn hls(
     } else {
         return Err(Error::NotFound("HLS file"));
     };
-    let path = state.settings.hls_dir().join(&id).join(&file);
-    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-        return Err(Error::NotFound("HLS file"));
-    }
+    let path = state
+        .settings
+        .hls_file(&id, &file)
+        .ok_or(Error::NotFound("HLS file"))?;
     let mime = mime.parse().expect("a valid MIME type");
     let mut resp = tower_http::services::ServeFile::new_with_mime(path, &mime)
         .oneshot(req)

@@ -254,6 +254,7 @@ fn a_show_goes_to_two_destinations_and_one_dying_touches_nothing_else() {
         free_port(),
         json!([destination("a", a.port), destination("b", b.port)]),
     );
+    // The show (and a's file, which starts at the first keyframe) begins as the compositor starts.
     let started = Instant::now();
     let w = Worker::start(dir, &cfg);
     w.wait_destination("a", "Live", Duration::from_secs(10));
@@ -314,8 +315,9 @@ fn a_show_goes_to_two_destinations_and_one_dying_touches_nothing_else() {
     );
 
     let recording = w.recording();
-    let (status, _dir) = w.terminate();
+    // The show ends at SIGTERM; finalizing (and the recording's poster) comes after.
     let wall = started.elapsed().as_secs_f64();
+    let (status, _dir) = w.terminate();
     assert!(status.success(), "{status}");
     for mut s in senders {
         let _ = s.kill();
@@ -404,5 +406,53 @@ fn bad_commands_change_nothing_and_a_killed_compositor_leaves_a_playable_recordi
     let w2 = Worker::start(w.dir.take().unwrap(), &cfg);
     assert_eq!(w2.http("GET", "/scene", None).1, scene);
     let (status, _) = w2.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn hls_and_the_recording_follow_the_spec_while_live_and_a_stopped_recording_is_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(free_port(), json!([]));
+    cfg["hls"]["enabled"] = json!(false);
+    cfg["recording"] = json!(false);
+    let w = Worker::start(dir, &cfg);
+    let root = w.dir.as_ref().unwrap().path().to_owned();
+    assert!(w.status()["hls"].is_null() && w.status()["recording"].is_null());
+    let until = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}: {}", w.status());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // The config file is re-read every 2 s, as a mounted ConfigMap or the local backend rewrite it.
+    cfg["hls"]["enabled"] = json!(true);
+    cfg["recording"] = json!(true);
+    std::fs::write(root.join("config.json"), cfg.to_string()).unwrap();
+    until("HLS never started", &|| {
+        root.join("data/hls/show/index.m3u8").exists() && w.status()["recording"].is_string()
+    });
+    let recording = w.recording();
+    std::thread::sleep(Duration::from_secs(3));
+    cfg["recording"] = json!(false);
+    std::fs::write(root.join("config.json"), cfg.to_string()).unwrap();
+    let manifest = PathBuf::from(format!("{}.json", recording.display()));
+    until("the stopped recording was never finalized", &|| {
+        manifest.exists()
+    });
+    assert!(w.status()["recording"].is_null());
+    let m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(m["broadcast"], "show");
+    assert!(m["durationMs"].as_u64().unwrap() >= 2000, "{m}");
+    let poster = recording.with_file_name(m["poster"].as_str().unwrap());
+    assert!(poster.exists());
+    let probe = ffprobe(&recording, "stream=codec_name");
+    assert_eq!(probe["streams"][0]["codec_name"], "h264", "{probe}");
+    // The show and its HLS go on; the encoder never restarted.
+    let frames = w.status()["frames"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(w.status()["frames"].as_u64().unwrap() > frames);
+    assert_eq!(w.status()["encoderRestarts"], 0);
+    let (status, _dir) = w.terminate();
     assert!(status.success());
 }

@@ -98,19 +98,12 @@ fn to_view(state: &AppState, r: &sqlx::any::AnyRow) -> Result<StreamView> {
         started_at: r.try_get::<Option<i64>, _>("started_at")?.map(rfc3339),
         ended_at: r.try_get::<Option<i64>, _>("ended_at")?.map(rfc3339),
         thumbnail_url: (spec.state == DesiredState::Live
-            && state
-                .settings
-                .hls_dir()
-                .join(&id)
-                .join("thumb.jpg")
-                .exists())
+            && state.settings.hls_file(&id, "thumb.jpg").is_some())
         .then(|| format!("{}/hls/{id}/thumb.jpg", state.settings.public_url)),
         hls_url: state
             .settings
-            .hls_dir()
-            .join(&id)
-            .join("index.m3u8")
-            .exists()
+            .hls_file(&id, "index.m3u8")
+            .is_some()
             .then(|| format!("{}/hls/{id}/index.m3u8", state.settings.public_url)),
         id,
     })

@@ -276,7 +276,31 @@ fn going_live_composes_the_show_and_reports_each_destination() {
         assert!(std::time::Instant::now() < deadline, "never live: {b}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    // The watch page's HLS is the composed show, served by the API from the compositor's folder.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let hls = loop {
+        let (_, body) = http(up.port, "GET", &format!("/api/streams/{id}"), None, "");
+        if let Some(u) = json(&body)["hlsUrl"].as_str() {
+            break u.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no HLS: {body} {}",
+            String::from_utf8_lossy(
+                &Command::new("find")
+                    .arg(data.path())
+                    .output()
+                    .unwrap()
+                    .stdout
+            )
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(hls.ends_with(&format!("/hls/{id}/index.m3u8")), "{hls}");
+    assert_eq!(
+        probe_codecs(&format!("http://127.0.0.1:{}/hls/{id}/index.m3u8", up.port)),
+        "h264,aac"
+    );
     let (line, body) = http(
         up.port,
         "POST",
@@ -310,6 +334,34 @@ fn going_live_composes_the_show_and_reports_each_destination() {
         .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
         .collect();
     assert_eq!(recordings.len(), 1, "{recordings:?}");
+    assert_eq!(probe_codecs(recordings[0].to_str().unwrap()), "h264,aac");
+    // The library lists it, with its length and poster, and plays it over HTTP.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let rec = loop {
+        let (_, body) = http(up.port, "GET", "/api/recordings", Some(&token), "");
+        let list = json(&body);
+        if let Some(r) = list.as_array().and_then(|l| l.first()) {
+            break r.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "never listed: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(rec["broadcastId"], id.as_str());
+    assert!(rec["durationMs"].as_i64().unwrap() > 1000, "{rec}");
+    assert!(rec["sizeBytes"].as_i64().unwrap() > 1000, "{rec}");
+    assert!(rec["posterUrl"].is_string(), "{rec}");
+    let url = format!(
+        "http://127.0.0.1:{}{}",
+        up.port,
+        rec["fileUrl"].as_str().unwrap()
+    );
+    assert_eq!(probe_codecs(&url), "h264,aac");
+    assert!(up.signal("-TERM").success());
+}
+
+/// The codecs ffprobe finds in a file or URL, each once, in stream order ("h264,aac"); an
+/// HLS playlist lists its streams once per program.
+fn probe_codecs(input: &str) -> String {
     let probe = Command::new("ffprobe")
         .args([
             "-v",
@@ -318,14 +370,16 @@ fn going_live_composes_the_show_and_reports_each_destination() {
             "stream=codec_name",
             "-of",
             "csv=p=0",
+            input,
         ])
-        .arg(&recordings[0])
         .output()
         .unwrap();
-    let codecs = String::from_utf8_lossy(&probe.stdout);
-    assert!(
-        codecs.contains("h264") && codecs.contains("aac"),
-        "{codecs}"
-    );
-    assert!(up.signal("-TERM").success());
+    let out = String::from_utf8_lossy(&probe.stdout);
+    let mut codecs: Vec<&str> = Vec::new();
+    for c in out.split_whitespace() {
+        if !codecs.contains(&c) {
+            codecs.push(c);
+        }
+    }
+    codecs.join(",")
 }

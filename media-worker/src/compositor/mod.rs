@@ -7,6 +7,7 @@ pub mod layout;
 pub mod mix;
 pub mod outputs;
 pub mod paint;
+pub mod recording;
 pub mod scene;
 pub mod server;
 

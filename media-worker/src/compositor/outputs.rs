@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use castyard_crd::{DestinationState, DestinationStatus};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::flv::Channel;
@@ -206,16 +207,47 @@ async fn bitrates(
     }
 }
 
-/// Runs one remux (HLS or the recording) from the show's channel until the show ends,
-/// restarting it alone if FFmpeg fails; a restarted recording continues in a new part file.
-/// Returns the files written, each with what it holds.
+/// A remux's files, each with what it holds, once it ends.
+pub type RemuxTask = JoinHandle<Vec<(Option<PathBuf>, remux::Finished)>>;
+
+/// A running HLS or recording remux. It ends when the show does, or alone when stopped (the
+/// spec turned it off while live).
+pub struct RemuxHandle {
+    /// The recording's file, or the HLS folder.
+    pub path: PathBuf,
+    stop: watch::Sender<bool>,
+    pub task: RemuxTask,
+}
+
+impl RemuxHandle {
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// For a recording: the broadcast whose library it goes to. Each finished part gets a poster
+/// and a manifest as soon as it is final, so a part cut by an FFmpeg failure is listed too.
+pub struct Library {
+    pub broadcast: String,
+}
+
+/// Runs one remux (HLS or the recording) from the show's channel until the show ends or it is
+/// stopped, restarting it alone if FFmpeg fails; a restarted recording continues in a new part
+/// file.
 pub fn spawn_remux(
     ffmpeg: PathBuf,
     channel: Weak<Channel>,
     outputs: remux::Outputs,
     what: &'static str,
-) -> JoinHandle<Vec<(Option<PathBuf>, remux::Finished)>> {
-    tokio::spawn(async move {
+    library: Option<Library>,
+) -> RemuxHandle {
+    let path = outputs
+        .mp4
+        .clone()
+        .or_else(|| outputs.hls.as_ref().map(|h| h.dir.clone()))
+        .unwrap_or_default();
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
         let mut done = Vec::new();
         for part in 0u32.. {
             let Some((first, mut rx)) = channel.upgrade().map(|c| c.subscribe()) else {
@@ -244,7 +276,12 @@ pub fn spawn_remux(
                 }
             }
             while failed.is_none() {
-                match rx.recv().await {
+                let next = tokio::select! {
+                    r = rx.recv() => r,
+                    // A dropped sender is a stop too.
+                    _ = stopped.wait_for(|s| *s) => Err(RecvError::Closed),
+                };
+                match next {
                     Ok(t) => {
                         if let Err(e) = remux.tag(&t).await {
                             failed = Some(e);
@@ -259,8 +296,13 @@ pub fn spawn_remux(
                     }
                 }
             }
-            let finished = remux.finish().await;
-            if let Ok(f) = finished {
+            if let Ok(f) = remux.finish().await {
+                if let (Some(lib), Some(p)) = (&library, &outs.mp4)
+                    && f.size_bytes > 0
+                    && let Err(e) = register(&ffmpeg, lib, p, f, part).await
+                {
+                    tracing::warn!(recording = %p.display(), error = %e, "cannot write the recording's manifest");
+                }
                 done.push((outs.mp4.clone(), f));
             }
             if ended {
@@ -272,5 +314,34 @@ pub fn spawn_remux(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         done
-    })
+    });
+    RemuxHandle { path, stop, task }
+}
+
+/// A poster, then the manifest that tells the library the recording is final.
+async fn register(
+    ffmpeg: &std::path::Path,
+    lib: &Library,
+    path: &std::path::Path,
+    done: remux::Finished,
+    part: u32,
+) -> anyhow::Result<()> {
+    let poster = remux::poster(ffmpeg, path, done.duration_ms).await;
+    let finished_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let m = super::recording::Manifest::new(
+        &lib.broadcast,
+        path,
+        poster.as_deref(),
+        done.duration_ms,
+        done.size_bytes,
+        part,
+        finished_at_ms,
+    )?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("a recording lives in a directory"))?;
+    m.write(dir)?;
+    Ok(())
 }

@@ -20,7 +20,7 @@ use super::canvas::{Font, Frame};
 use super::encode::{Clock, Encoder, Settings};
 use super::input::{CHANNELS, Input, InputPorts, InputRequest, SAMPLE_RATE};
 use super::mix::Limiter;
-use super::outputs::{Outputs, spawn_remux};
+use super::outputs::{Library, Outputs, RemuxHandle, spawn_remux};
 use super::paint::{Feed, Painter};
 use super::scene::{Command, Scene};
 use crate::flv::Channel;
@@ -64,13 +64,9 @@ struct Inner {
     stop: AtomicBool,
     encoder_restarts: AtomicU64,
     frame_loop: Mutex<Option<std::thread::JoinHandle<()>>>,
-    remuxes: Mutex<Vec<RemuxTask>>,
-    recording: Option<PathBuf>,
-    hls: Option<PathBuf>,
+    recording: Mutex<Option<RemuxHandle>>,
+    hls: Mutex<Option<RemuxHandle>>,
 }
-
-/// A remux's files, each with what it holds, once the show ends.
-type RemuxTask = tokio::task::JoinHandle<Vec<(Option<PathBuf>, Finished)>>;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -81,6 +77,53 @@ pub struct Status {
     pub encoder_restarts: u64,
     pub recording: Option<PathBuf>,
     pub hls: Option<PathBuf>,
+}
+
+fn path(slot: &Mutex<Option<RemuxHandle>>) -> Option<PathBuf> {
+    slot.lock()
+        .expect("poisoned")
+        .as_ref()
+        .map(|h| h.path.clone())
+}
+
+/// HLS for the watch page, in `hls/<broadcast>/` (a previous run's segments are dropped).
+fn start_hls(opts: &Options, channel: &Arc<Channel>, low_latency: bool) -> RemuxHandle {
+    let dir = opts.data_dir.join("hls").join(&opts.config.broadcast);
+    let _ = std::fs::remove_dir_all(&dir);
+    spawn_remux(
+        opts.ffmpeg.clone(),
+        Arc::downgrade(channel),
+        remux::Outputs {
+            hls: Some(remux::Hls {
+                dir,
+                segment_seconds: if low_latency { 1 } else { 2 },
+            }),
+            mp4: None,
+        },
+        "hls",
+        None,
+    )
+}
+
+/// A new recording file, named by when it starts, registered in the library when final.
+fn start_recording(opts: &Options, channel: &Arc<Channel>) -> RemuxHandle {
+    let broadcast = &opts.config.broadcast;
+    let path = opts
+        .data_dir
+        .join("recordings")
+        .join(format!("{broadcast}-{}.mp4", now_ms() / 1000));
+    spawn_remux(
+        opts.ffmpeg.clone(),
+        Arc::downgrade(channel),
+        remux::Outputs {
+            hls: None,
+            mp4: Some(path),
+        },
+        "recording",
+        Some(Library {
+            broadcast: broadcast.clone(),
+        }),
+    )
 }
 
 fn now_ms() -> i64 {
@@ -144,44 +187,11 @@ impl Compositor {
         let channel = Arc::new(Channel::default());
         let outputs = Outputs::new(&channel, metrics.clone());
         outputs.set_destinations(targets(c, &opts.keys_dir));
-        let mut remuxes = Vec::new();
         let hls = c
             .hls
             .enabled
-            .then(|| opts.data_dir.join("hls").join(&c.broadcast));
-        if let Some(dir) = &hls {
-            let _ = std::fs::remove_dir_all(dir);
-            remuxes.push(spawn_remux(
-                opts.ffmpeg.clone(),
-                Arc::downgrade(&channel),
-                remux::Outputs {
-                    hls: Some(remux::Hls {
-                        dir: dir.clone(),
-                        segment_seconds: if c.hls.low_latency { 1 } else { 2 },
-                    }),
-                    mp4: None,
-                },
-                "hls",
-            ));
-        }
-        let recording = c.recording.then(|| {
-            opts.data_dir.join("recordings").join(format!(
-                "{}-{}.mp4",
-                c.broadcast,
-                now_ms() / 1000
-            ))
-        });
-        if let Some(path) = &recording {
-            remuxes.push(spawn_remux(
-                opts.ffmpeg.clone(),
-                Arc::downgrade(&channel),
-                remux::Outputs {
-                    hls: None,
-                    mp4: Some(path.clone()),
-                },
-                "recording",
-            ));
-        }
+            .then(|| start_hls(&opts, &channel, c.hls.low_latency));
+        let recording = c.recording.then(|| start_recording(&opts, &channel));
         let settings = Settings {
             ffmpeg: opts.ffmpeg.clone(),
             width: c.width & !1,
@@ -209,9 +219,8 @@ impl Compositor {
             stop: AtomicBool::new(false),
             encoder_restarts: AtomicU64::new(0),
             frame_loop: Mutex::new(None),
-            remuxes: Mutex::new(remuxes),
-            recording,
-            hls,
+            recording: Mutex::new(recording),
+            hls: Mutex::new(hls),
             opts,
         });
         let encoder = Encoder::start(&settings, channel.clone(), inner.clock.clone())?;
@@ -269,10 +278,37 @@ impl Compositor {
     }
 
     /// Follows a changed config: destinations added, removed or changed, alone.
+    /// Applies a changed spec while live: destinations, and HLS and the recording turned on or
+    /// off, each touching only itself.
     pub fn set_config(&self, config: &CompositorConfig) {
-        self.inner
+        let inner = &self.inner;
+        inner
             .outputs
-            .set_destinations(targets(config, &self.inner.opts.keys_dir));
+            .set_destinations(targets(config, &inner.opts.keys_dir));
+        let Some(channel) = inner.channel.lock().expect("poisoned").clone() else {
+            return;
+        };
+        let mut hls = inner.hls.lock().expect("poisoned");
+        match (config.hls.enabled, hls.is_some()) {
+            (true, false) => *hls = Some(start_hls(&inner.opts, &channel, config.hls.low_latency)),
+            (false, true) => {
+                if let Some(h) = hls.take() {
+                    h.stop();
+                }
+            }
+            _ => {}
+        }
+        let mut rec = inner.recording.lock().expect("poisoned");
+        match (config.recording, rec.is_some()) {
+            (true, false) => *rec = Some(start_recording(&inner.opts, &channel)),
+            (false, true) => {
+                // It finalizes and goes to the library on its own.
+                if let Some(r) = rec.take() {
+                    r.stop();
+                }
+            }
+            _ => {}
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -281,8 +317,8 @@ impl Compositor {
             frames: self.inner.metrics.frames.get(),
             media_ms: self.inner.clock.last_ms(),
             encoder_restarts: self.inner.encoder_restarts.load(Ordering::Relaxed),
-            recording: self.inner.recording.clone(),
-            hls: self.inner.hls.clone(),
+            recording: path(&self.inner.recording),
+            hls: path(&self.inner.hls),
         }
     }
 
@@ -298,16 +334,13 @@ impl Compositor {
         // The last strong reference: outputs see the channel close once they have sent it all.
         self.inner.channel.lock().expect("poisoned").take();
         self.inner.outputs.finish(Duration::from_secs(10)).await;
-        let tasks: Vec<_> = self
-            .inner
-            .remuxes
-            .lock()
-            .expect("poisoned")
-            .drain(..)
+        let tasks: Vec<_> = [&self.inner.hls, &self.inner.recording]
+            .into_iter()
+            .filter_map(|m| m.lock().expect("poisoned").take())
             .collect();
         let mut out = Vec::new();
-        for t in tasks {
-            if let Ok(parts) = t.await {
+        for h in tasks {
+            if let Ok(parts) = h.task.await {
                 out.extend(parts.into_iter().filter(|(p, _)| p.is_some()));
             }
         }

@@ -1,0 +1,192 @@
+//! The manifest a finished recording leaves beside its file, from which the API registers it in the library.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Written as `<recording>.mp4.json` once the file is final, so a half-written recording is
+/// never listed. It names files, never paths: the reader resolves them in the manifest's own
+/// directory, so a manifest cannot point anywhere else.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// The broadcast's resource name (its folder under the media root).
+    pub broadcast: String,
+    pub file: String,
+    pub poster: Option<String>,
+    pub duration_ms: u64,
+    pub size_bytes: u64,
+    /// 0 for the recording, N for the file a restarted recorder continued in.
+    pub part: u32,
+    pub finished_at_ms: i64,
+}
+
+const SUFFIX: &str = ".json";
+/// A manifest the library has taken is renamed to this, so it is read once.
+const DONE_SUFFIX: &str = ".registered";
+
+fn file_name(p: &Path) -> anyhow::Result<String> {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("{} has no UTF-8 file name", p.display()))
+}
+
+/// A plain file name in the manifest's directory (no separators, no `..`).
+fn plain(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && Path::new(name).components().count() == 1
+}
+
+impl Manifest {
+    pub fn new(
+        broadcast: &str,
+        recording: &Path,
+        poster: Option<&Path>,
+        duration_ms: u64,
+        size_bytes: u64,
+        part: u32,
+        finished_at_ms: i64,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            broadcast: broadcast.to_owned(),
+            file: file_name(recording)?,
+            poster: poster.map(file_name).transpose()?,
+            duration_ms,
+            size_bytes,
+            part,
+            finished_at_ms,
+        })
+    }
+
+    /// Writes the manifest beside the recording, atomically (a reader never sees half of it).
+    pub fn write(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let path = dir.join(format!("{}{SUFFIX}", self.file));
+        let tmp = dir.join(format!(".{}{SUFFIX}.tmp", self.file));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+
+    /// Reads and checks one manifest: its names are plain and its recording exists.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let m: Self = serde_json::from_slice(&std::fs::read(path)?)?;
+        anyhow::ensure!(
+            plain(&m.file),
+            "recording name {:?} is not a plain file name",
+            m.file
+        );
+        anyhow::ensure!(
+            m.file.ends_with(".mp4"),
+            "recording {:?} is not an MP4",
+            m.file
+        );
+        if let Some(p) = &m.poster {
+            anyhow::ensure!(plain(p), "poster name {p:?} is not a plain file name");
+        }
+        anyhow::ensure!(
+            plain(&m.broadcast),
+            "broadcast {:?} is not a name",
+            m.broadcast
+        );
+        Ok(m)
+    }
+
+    /// Marks a manifest as taken by the library.
+    pub fn mark_registered(path: &Path) -> std::io::Result<()> {
+        let mut done = path.as_os_str().to_owned();
+        done.push(DONE_SUFFIX);
+        std::fs::rename(path, done)
+    }
+}
+
+/// Manifests not yet taken under `<media_root>/<broadcast>/recordings/`.
+pub fn pending(media_root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(broadcasts) = std::fs::read_dir(media_root) else {
+        return out;
+    };
+    for b in broadcasts.flatten() {
+        let Ok(files) = std::fs::read_dir(b.path().join("recordings")) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(&format!(".mp4{SUFFIX}")) && !name.starts_with('.') {
+                out.push(f.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: &str = "bc-0b7c4a52-2f0e-4b43-9a3e-1f6f3d7f6a01";
+
+    #[test]
+    fn written_manifests_are_found_read_and_taken_once() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(B).join("recordings");
+        std::fs::create_dir_all(&dir).unwrap();
+        let rec = dir.join(format!("{B}-1.mp4"));
+        std::fs::write(&rec, b"x").unwrap();
+        let m = Manifest::new(B, &rec, Some(&rec.with_extension("jpg")), 5000, 1, 0, 7).unwrap();
+        let path = m.write(&dir).unwrap();
+        assert_eq!(pending(root.path()), vec![path.clone()]);
+        assert_eq!(Manifest::read(&path).unwrap(), m);
+        Manifest::mark_registered(&path).unwrap();
+        assert!(pending(root.path()).is_empty());
+    }
+
+    #[test]
+    fn manifests_that_point_elsewhere_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Manifest {
+            broadcast: B.into(),
+            file: "a.mp4".into(),
+            poster: None,
+            duration_ms: 1,
+            size_bytes: 1,
+            part: 0,
+            finished_at_ms: 0,
+        };
+        let cases = [
+            Manifest {
+                file: "../../castyard.db.mp4".into(),
+                ..base.clone()
+            },
+            Manifest {
+                file: "/etc/passwd.mp4".into(),
+                ..base.clone()
+            },
+            Manifest {
+                file: "a.txt".into(),
+                ..base.clone()
+            },
+            Manifest {
+                poster: Some("../master.key".into()),
+                ..base.clone()
+            },
+            Manifest {
+                broadcast: "../x".into(),
+                ..base.clone()
+            },
+        ];
+        for (i, m) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("{i}.mp4.json"));
+            std::fs::write(&p, serde_json::to_vec(m).unwrap()).unwrap();
+            assert!(Manifest::read(&p).is_err(), "{m:?} was accepted");
+        }
+        let p = dir.path().join("garbage.mp4.json");
+        std::fs::write(&p, b"{not json").unwrap();
+        assert!(Manifest::read(&p).is_err());
+    }
+}
