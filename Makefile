@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CASTYARD_TEST_POSTGRES ?= postgres://castyard:castyard@127.0.0.1:5432
 export CASTYARD_TEST_POSTGRES
 
-.PHONY: up test deps run-deps release web lint crds openapi chart check-chart bench
+.PHONY: up test web-test deps run-deps release web lint crds openapi chart check-chart bench
 
 ## Install what is missing, build, and run the embedded server (API + studio + SQLite).
 up: run-deps
@@ -19,13 +19,18 @@ release:
 web:
 	cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run build --if-present
 
-## The whole suite: unit, API on SQLite and PostgreSQL, CRD schema, drift checks.
-test: deps check-chart
+## The whole suite: unit, API on SQLite and PostgreSQL, CRD schema, drift checks, the
+## frontend's own tests and the browser tests.
+test: deps check-chart web-test
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \
 		cargo test --workspace --no-fail-fast; \
 	fi
+
+## The frontend: its API types match the OpenAPI document, type-checks, Vitest.
+web-test: deps
+	cd frontend && npm run --silent check-api-types && npx tsc --noEmit && npm test --silent
 
 # Test dependencies: ffmpeg, nginx + RTMP module, a running PostgreSQL with a test role, npm packages.
 deps:
@@ -35,7 +40,11 @@ run-deps:
 	@command -v cargo >/dev/null || { echo "Rust (cargo) is required: https://rustup.rs"; exit 1; }
 	@command -v npm >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
 		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q nodejs npm; }
-	@[ -f frontend/node_modules/swagger-ui-dist/swagger-ui-bundle.js ] || (cd frontend && npm ci --no-audit --no-fund --loglevel=error)
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' || \
+		{ echo "The web studio needs Node.js 20.19 or newer (found $$(node --version))"; exit 1; }
+	@[ -f frontend/node_modules/.package-lock.json ] && [ frontend/node_modules/.package-lock.json -nt frontend/package-lock.json ] || \
+		(cd frontend && npm ci --no-audit --no-fund --loglevel=error)
+	cd frontend && npm run --silent build >/dev/null
 
 ## Helm chart, alerts (promtool), dashboard and Dockerfile checks.
 check-chart: deps

@@ -36,12 +36,15 @@ for db in $($AS_PG psql -qAtc "SELECT datname FROM pg_database WHERE datname LIK
   $AS_PG psql -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null
 done
 
-# Swagger UI assets (npm's swagger-ui-dist) for /api-docs, and playwright-core for the
-# browser tests (it drives the system chromium; it downloads no browser).
-if [ ! -f frontend/node_modules/swagger-ui-dist/swagger-ui-bundle.js ] ||
-  [ ! -f frontend/node_modules/playwright-core/package.json ]; then
+# The frontend's packages (React, Vite, Vitest; swagger-ui-dist for /api-docs; playwright-core,
+# which drives the system chromium and downloads no browser), installed again when the lock
+# changes, and the built studio the browser tests load.
+LOCK_SHA=$(sha256sum frontend/package-lock.json | cut -d' ' -f1)
+if [ "$(cat frontend/node_modules/.castyard-lock.sha 2>/dev/null)" != "$LOCK_SHA" ]; then
   (cd frontend && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$LOCK_SHA" > frontend/node_modules/.castyard-lock.sha
 fi
+(cd frontend && npm run --silent build >/dev/null)
 
 # Python tools (kmock's Kubernetes emulator, kubernetes-validate) in their own venv.
 VENV=target/test-venv

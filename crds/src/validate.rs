@@ -11,6 +11,9 @@ pub fn validate_spec(spec: &BroadcastSpec) -> Result<(), String> {
     if title_len == 0 || title_len > 200 {
         return Err("title must be 1 to 200 characters".into());
     }
+    if spec.title.trim().is_empty() {
+        return Err("title must not be blank".into());
+    }
     if spec.description.chars().count() > 5000 {
         return Err("description must be at most 5000 characters".into());
     }

@@ -3,7 +3,7 @@
 // a screen share must arrive as a second video track, and leaving must remove the tiles.
 // Usage: node e2e/sfu-two-guests.mjs <api base URL> <broadcast id> <token A> <token B>
 // Prints one JSON line of what it saw; exits non-zero on the first failed expectation.
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [base, broadcast, tokenA, tokenB] = process.argv.slice(2);
 if (!tokenB) {
@@ -154,15 +154,7 @@ async function expectReceiving(page, from, sourcesWanted, what) {
   }
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--no-sandbox",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 const seen = {};
 try {
   const pages = [];

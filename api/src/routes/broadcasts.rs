@@ -286,6 +286,7 @@ pub struct DestinationTestResult {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
     /// 1 to 100, default 50.
     pub limit: Option<i64>,

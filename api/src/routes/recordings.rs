@@ -41,6 +41,7 @@ pub struct RecordingView {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FileQuery {
     /// The signed token from `fileUrl`; alternatively send a Bearer token.
     pub token: Option<String>,

@@ -44,7 +44,9 @@ impl UploadKind {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
+    #[param(inline)]
     pub kind: UploadKind,
 }
 

@@ -24,6 +24,7 @@ use crate::state::AppState;
 const HISTORY: i64 = 50;
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WsQuery {
     /// An access token; browsers cannot set headers on WebSocket requests. Optional for
     /// read-only viewers of a public channel.

@@ -219,6 +219,7 @@ async fn bad_specs_change_nothing(app: TestApp) {
     let bad_creates = [
         json!({}),
         json!({"title": ""}),
+        json!({"title": "   "}),
         json!({"title": "x".repeat(201)}),
         json!({"title": 42}),
         json!({"title": "ok", "output": {"fps": 0}}),

@@ -110,6 +110,30 @@ async fn openapi_is_served_and_committed() {
     }
     assert!(doc["components"]["schemas"]["BroadcastView"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Generators (the frontend's API types) need a document that holds together: every
+    // reference resolves and every path parameter is in its path.
+    let text = doc.to_string();
+    for r in text.split("\"#/components/schemas/").skip(1) {
+        let name = &r[..r.find('"').unwrap()];
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "{name} is referenced but not defined"
+        );
+    }
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                let in_path = path.contains(&format!("{{{name}}}"));
+                assert_eq!(
+                    p["in"] == "path",
+                    in_path,
+                    "{method} {path}: parameter {name} is in {}",
+                    p["in"]
+                );
+            }
+        }
+    }
 
     let generated = castyard_api::openapi_json(&castyard_api::cli::doc_state().await.unwrap());
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"))

@@ -12,6 +12,21 @@ fn media_worker() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_BIN_EXE_castyard")).with_file_name("castyard-media-worker")
 }
 
+/// Runs a browser script from frontend/e2e/ and returns the JSON line it ends with; it must exit 0.
+fn e2e(script: &str, args: &[&str]) -> Value {
+    let frontend = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../frontend");
+    let out = Command::new("node")
+        .current_dir(&frontend)
+        .arg(format!("e2e/{script}"))
+        .args(args)
+        .output()
+        .expect("node runs (scripts/test-deps.sh installs it with chromium and playwright-core)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    json(stdout.lines().last().unwrap())
+}
+
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
 }
@@ -199,17 +214,10 @@ fn two_browser_guests_see_and_hear_each_other_share_a_screen_and_leave() {
     let mut up = Up::start(&dir.path().join("data"), &media_worker());
     let (host, id) = backstage(&up, "host@example.com");
     let (a, b) = (guest(&up, &id, &host, "Ann"), guest(&up, &id, &host, "Bob"));
-    let frontend = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../frontend");
-    let out = Command::new("node")
-        .current_dir(&frontend)
-        .arg("e2e/sfu-two-guests.mjs")
-        .args([&format!("http://127.0.0.1:{}", up.port), &id, &a, &b])
-        .output()
-        .expect("node runs (scripts/test-deps.sh installs it with chromium and playwright-core)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let seen = json(stdout.lines().last().unwrap());
+    let seen = e2e(
+        "sfu-two-guests.mjs",
+        &[&format!("http://127.0.0.1:{}", up.port), &id, &a, &b],
+    );
     assert_eq!(
         seen["audioAndVideo"],
         serde_json::json!(["camera", "microphone"])
@@ -382,4 +390,48 @@ fn probe_codecs(input: &str) -> String {
         }
     }
     codecs.join(",")
+}
+
+/// The web studio through a real browser: frontend/e2e/studio-journey.mjs against
+/// `castyard up` serving the built frontend (scripts/test-deps.sh builds it), with a local
+/// nginx-rtmp destination. Screenshots go to test-output/e2e/ (not committed).
+#[test]
+fn the_web_studio_takes_a_host_from_sign_up_to_a_recording_with_a_guest_and_a_viewer() {
+    use castyard_media_worker::testkit::RtmpServer;
+    let frontend = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../frontend");
+    let dist = frontend.join("dist");
+    assert!(
+        dist.join("index.html").exists(),
+        "the frontend is not built: run `make test` (or `make web`)"
+    );
+    let rtmp = RtmpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (child, port) = crate::cli::spawn_up(&dir.path().join("data"), |c| {
+        c.arg("--media-worker")
+            .arg(media_worker())
+            .env("CASTYARD_WEB_DIR", &dist);
+    });
+    let mut up = Up { child, port };
+    let shots = frontend.join("../test-output/e2e");
+    let seen = e2e(
+        "studio-journey.mjs",
+        &[
+            &format!("http://127.0.0.1:{port}"),
+            &rtmp.port.to_string(),
+            shots.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(seen["ok"], true, "{seen}");
+    assert!(seen["watchTime"].as_f64().unwrap() > 0.5, "{seen}");
+    assert!(seen["recordingTime"].as_f64().unwrap() > 0.5, "{seen}");
+    assert!(
+        !seen["maskedKey"]
+            .as_str()
+            .unwrap()
+            .contains("journey-key-1")
+    );
+    for shot in ["studio.png", "watch.png", "library.png"] {
+        assert!(shots.join(shot).exists(), "{shot}");
+    }
+    assert!(up.signal("-TERM").success());
 }

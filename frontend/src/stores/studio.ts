@@ -1,0 +1,257 @@
+// One person's place in a studio: the signalling socket to the SFU (through the API), the
+// peer connection, who is here and on stage, and the media each of them sends us.
+import { create } from "zustand";
+import { wsUrl } from "../api/client";
+
+export type Source = "camera" | "microphone" | "screen" | "screenAudio";
+
+export interface Participant {
+  id: string;
+  name: string;
+  role: "host" | "guest";
+  onStage: boolean;
+  publishing: Source[];
+  muted: Source[];
+}
+
+export interface TrackInfo {
+  mid: string;
+  participant: string;
+  source: Source;
+}
+
+export interface ParticipantStats {
+  participant: string;
+  bitrateInBps: number;
+  bitrateOutBps: number;
+  packetLoss: number;
+  rttMs: number | null;
+  jitterMs: number | null;
+}
+
+/** Remote media by participant, then source. */
+export type Tiles = Record<string, Partial<Record<Source, MediaStreamTrack>>>;
+
+interface StudioState {
+  status: "idle" | "joining" | "joined" | "reconnecting" | "left";
+  me: string | null;
+  participants: Record<string, Participant>;
+  tiles: Tiles;
+  activeSpeaker: string | null;
+  stats: ParticipantStats[];
+  error: string | null;
+  micMuted: boolean;
+  cameraOff: boolean;
+  sharing: boolean;
+  join: (broadcastId: string, token: string, media: MediaStream) => void;
+  leave: () => void;
+  setMic: (muted: boolean) => void;
+  setCamera: (off: boolean) => void;
+  shareScreen: () => Promise<void>;
+  stopShare: () => void;
+  stage: (participant: string, onStage: boolean) => void;
+}
+
+/** Which remote tracks are still offered; tiles of tracks that went away are dropped. Pure. */
+export function pruneTiles(tiles: Tiles, tracks: TrackInfo[]): Tiles {
+  const live = new Set(tracks.map((t) => `${t.participant}/${t.source}`));
+  const out: Tiles = {};
+  for (const [p, sources] of Object.entries(tiles)) {
+    const kept = Object.fromEntries(
+      Object.entries(sources).filter(([s]) => live.has(`${p}/${s}`)),
+    ) as Tiles[string];
+    if (Object.keys(kept).length > 0) out[p] = kept;
+  }
+  return out;
+}
+
+export const useStudio = create<StudioState>((set, get) => {
+  let ws: WebSocket | null = null;
+  let pc: RTCPeerConnection | null = null;
+  let session: { broadcastId: string; token: string; media: MediaStream } | null = null;
+  let tracks: Record<string, TrackInfo> = {};
+  const sources: Record<string, Source> = {};
+  const sourceOf = new WeakMap<MediaStreamTrack, Source>();
+  let screen: RTCRtpTransceiver | null = null;
+  let queue = Promise.resolve();
+  let attempt = 0;
+  let ping: ReturnType<typeof setInterval> | undefined;
+
+  const send = (m: unknown) => ws?.readyState === WebSocket.OPEN && ws.send(JSON.stringify(m));
+
+  const learn = (list: TrackInfo[]) => {
+    tracks = Object.fromEntries(list.map((t) => [t.mid, t]));
+    set({ tiles: pruneTiles(get().tiles, list) });
+  };
+
+  const offer = async () => {
+    if (!pc) return;
+    const o = await pc.createOffer();
+    await pc.setLocalDescription(o);
+    for (const t of pc.getTransceivers()) {
+      const track = t.sender.track;
+      if (track && t.mid !== null && !sources[t.mid]) sources[t.mid] = sourceOf.get(track) ?? "camera";
+    }
+    send({ type: "offer", sdp: o.sdp, sources });
+  };
+
+  const handle = async (m: Record<string, any>) => {
+    switch (m.type) {
+      case "joined": {
+        const participants = Object.fromEntries((m.participants as Participant[]).map((p) => [p.id, p]));
+        set({ status: "joined", me: m.participant, participants, activeSpeaker: m.activeSpeaker ?? null, error: null });
+        attempt = 0;
+        break;
+      }
+      case "participant":
+        set({ participants: { ...get().participants, [m.id]: m as unknown as Participant } });
+        break;
+      case "participantLeft": {
+        const participants = { ...get().participants };
+        delete participants[m.participant];
+        const tiles = { ...get().tiles };
+        delete tiles[m.participant];
+        set({ participants, tiles });
+        break;
+      }
+      case "answer":
+        learn(m.tracks);
+        await pc?.setRemoteDescription({ type: "answer", sdp: m.sdp });
+        break;
+      case "offer": {
+        // The SFU redoes its offer after answering ours, so ours wins a collision.
+        if (!pc || pc.signalingState !== "stable") return;
+        learn(m.tracks);
+        await pc.setRemoteDescription({ type: "offer", sdp: m.sdp });
+        const a = await pc.createAnswer();
+        await pc.setLocalDescription(a);
+        send({ type: "answer", sdp: a.sdp });
+        break;
+      }
+      case "activeSpeaker":
+        set({ activeSpeaker: m.participant ?? null });
+        break;
+      case "stats":
+        set({ stats: m.participants });
+        break;
+      case "error":
+        set({ error: m.message });
+        break;
+      case "bye":
+        set({ error: `The studio ended this connection: ${m.reason}` });
+        break;
+    }
+  };
+
+  const connect = () => {
+    if (!session) return;
+    const { broadcastId, token, media } = session;
+    pc?.close();
+    tracks = {};
+    for (const k of Object.keys(sources)) delete sources[k];
+    screen = null;
+    const peer = new RTCPeerConnection();
+    pc = peer;
+    (window as unknown as { castyardPc?: RTCPeerConnection }).castyardPc = peer;
+    peer.ontrack = (e) => {
+      const info = tracks[e.transceiver.mid ?? ""];
+      if (!info) return;
+      const tiles = { ...get().tiles };
+      tiles[info.participant] = { ...tiles[info.participant], [info.source]: e.track };
+      set({ tiles });
+    };
+    for (const track of media.getTracks()) {
+      sourceOf.set(track, track.kind === "audio" ? "microphone" : "camera");
+      peer.addTransceiver(track, { direction: "sendonly" });
+    }
+    const sock = new WebSocket(wsUrl(`/api/broadcasts/${broadcastId}/studio?token=${encodeURIComponent(token)}`));
+    ws = sock;
+    sock.onopen = () => {
+      queue = queue.then(offer).catch((e) => set({ error: String(e) }));
+      clearInterval(ping);
+      ping = setInterval(() => send({ type: "ping" }), 20_000);
+    };
+    // One message at a time: an offer is never looked at while the answer before it applies.
+    sock.onmessage = (ev) => {
+      queue = queue.then(() => handle(JSON.parse(ev.data))).catch((e) => set({ error: String(e) }));
+    };
+    sock.onclose = (ev) => {
+      if (ws !== sock || !session) return;
+      clearInterval(ping);
+      if (ev.code === 4001 || ev.code === 1008) {
+        set({ status: "left", error: ev.reason || "The studio refused this connection." });
+        return;
+      }
+      // A dropped network: rejoin with the same media after a backoff.
+      set({ status: "reconnecting", tiles: {} });
+      setTimeout(connect, Math.min(10_000, 500 * 2 ** attempt++));
+    };
+  };
+
+  return {
+    status: "idle",
+    me: null,
+    participants: {},
+    tiles: {},
+    activeSpeaker: null,
+    stats: [],
+    error: null,
+    micMuted: false,
+    cameraOff: false,
+    sharing: false,
+    join: (broadcastId, token, media) => {
+      get().leave();
+      session = { broadcastId, token, media };
+      set({ status: "joining", error: null, tiles: {}, participants: {} });
+      connect();
+    },
+    leave: () => {
+      if (!session) return;
+      send({ type: "leave" });
+      session = null;
+      clearInterval(ping);
+      ws?.close();
+      ws = null;
+      pc?.close();
+      pc = null;
+      set({ status: "left", tiles: {}, participants: {}, me: null, sharing: false });
+    },
+    setMic: (muted) => {
+      session?.media.getAudioTracks().forEach((t) => (t.enabled = !muted));
+      send({ type: "mute", source: "microphone", muted });
+      set({ micMuted: muted });
+    },
+    setCamera: (off) => {
+      session?.media.getVideoTracks().forEach((t) => (t.enabled = !off));
+      send({ type: "mute", source: "camera", muted: off });
+      set({ cameraOff: off });
+    },
+    shareScreen: async () => {
+      if (!pc) return;
+      let stream: MediaStream;
+      try {
+        stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+      } catch (e) {
+        set({ error: `Screen share was not started: ${(e as Error).message}` });
+        return;
+      }
+      const track = stream.getVideoTracks()[0];
+      sourceOf.set(track, "screen");
+      track.onended = () => get().stopShare();
+      screen = pc.addTransceiver(track, { direction: "sendonly" });
+      set({ sharing: true });
+      queue = queue.then(offer);
+    },
+    stopShare: () => {
+      if (screen && pc) {
+        screen.sender.track?.stop();
+        screen.sender.replaceTrack(null);
+        screen.direction = "inactive";
+        screen = null;
+        queue = queue.then(offer);
+      }
+      set({ sharing: false });
+    },
+    stage: (participant, onStage) => send({ type: "stage", participant, onStage }),
+  };
+});
