@@ -286,6 +286,9 @@ pub struct Endpoints {
     pub hls: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<String>,
+    /// host:port of the compositor's control port (live scene changes), while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
 }
 
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]

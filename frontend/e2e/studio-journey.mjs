@@ -1,7 +1,7 @@
 // The web studio end to end, in Debian chromium with a fake camera and microphone, against
 // `castyard up` serving the built frontend: sign up, create a broadcast with a destination,
 // open the studio, a guest joins from the invite link and is put on stage, the layout
-// changes, the host goes live, a viewer watches the HLS and chats with the studio, the host
+// changes, the host goes live and shows a banner and a ticker, a viewer watches the HLS and chats with the studio, the host
 // ends, and the recording plays from the library.
 // Usage: node e2e/studio-journey.mjs <base URL> <rtmp port> <screenshot dir>
 // Prints one JSON line of what it saw; exits non-zero on the first failed expectation.
@@ -113,6 +113,16 @@ try {
   await host.getByRole("button", { name: "Go live" }).click();
   await host.getByTestId("destination-local").getByText("Live").waitFor({ timeout: 60_000 });
   seen.destination = await host.getByTestId("destination-local").innerText();
+
+  step("show a banner");
+  await host.getByLabel("Banner text").fill("Welcome to Friday Show");
+  await host.getByRole("radio", { name: "Lower third" }).check();
+  await host.getByRole("button", { name: "Show banner" }).click();
+  seen.banner = await host.getByTestId("on-screen-banner").innerText();
+  await host.getByLabel("Ticker text").fill("Questions? Ask in the chat");
+  await host.getByRole("button", { name: "Run ticker" }).click();
+  await host.getByRole("button", { name: "Stop ticker" }).waitFor();
+  await host.waitForSelector('button:has-text("Stop ticker"):not([disabled])');
 
   step("a viewer watches");
   const viewer = await (await browser.newContext()).newPage();

@@ -174,6 +174,17 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
         )),
         ..status.endpoints.clone().unwrap_or_default()
     });
+    // The API relays live scene changes to the compositor's Service.
+    if observed.compositor.is_some() {
+        status
+            .endpoints
+            .get_or_insert_with(Default::default)
+            .control = Some(format!(
+            "{}.{ns}.svc:{}",
+            child_name(&name, Role::Compositor),
+            castyard_crd::workloads::COMPOSITOR_CONTROL_PORT
+        ));
+    }
     let settled = matches!(
         status.phase,
         Some(Phase::Backstage | Phase::Live | Phase::Ended)

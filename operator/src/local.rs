@@ -255,6 +255,12 @@ impl LocalBackend {
                 ..status.endpoints.clone().unwrap_or_default()
             }
         });
+        if let Some(port) = compositor_port {
+            status
+                .endpoints
+                .get_or_insert_with(Default::default)
+                .control = Some(format!("127.0.0.1:{port}"));
+        }
         status
     }
 

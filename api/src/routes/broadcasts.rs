@@ -37,6 +37,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(test_destination))
         .routes(routes!(new_ingest_key, revoke_ingest_key))
         .routes(routes!(crate::routes::studio::upgrade))
+        .routes(routes!(
+            crate::routes::scene::get_scene,
+            crate::routes::scene::post_scene
+        ))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -305,9 +309,9 @@ fn valid_stream_key(key: &str) -> Result<()> {
 
 /// The stored form of a broadcast: the spec without destinations, which have their own rows.
 #[derive(Clone)]
-struct Stored {
+pub(crate) struct Stored {
     id: String,
-    name: String,
+    pub(crate) name: String,
     spec: BroadcastSpec,
     started_at: Option<i64>,
     ended_at: Option<i64>,
@@ -339,7 +343,11 @@ fn stored(row: &sqlx::any::AnyRow) -> Result<Stored> {
     })
 }
 
-async fn load_owned(conn: &mut AnyConnection, user: &AuthUser, id: &str) -> Result<Stored> {
+pub(crate) async fn load_owned(
+    conn: &mut AnyConnection,
+    user: &AuthUser,
+    id: &str,
+) -> Result<Stored> {
     user.require_host()?;
     let id = parse_id(id, "broadcast")?;
     let row = sqlx::query(&format!(

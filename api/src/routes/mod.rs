@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod broadcasts;
 pub mod recordings;
+pub mod scene;
 pub mod status;
 pub mod studio;
 pub mod uploads;

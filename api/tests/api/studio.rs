@@ -248,6 +248,17 @@ fn going_live_composes_the_show_and_reports_each_destination() {
         ),
     );
     assert!(line.contains("201"), "{line} {body}");
+    // No compositor runs backstage without a recording: scene changes say so.
+    let banner =
+        r#"{"type":"show-banner","banner":{"text":"Welcome to the show","style":"lower-third"}}"#;
+    let (line, body) = http(
+        up.port,
+        "POST",
+        &format!("/api/broadcasts/{id}/scene"),
+        Some(&token),
+        banner,
+    );
+    assert!(line.contains("409"), "{line} {body}");
     let (line, body) = http(
         up.port,
         "PATCH",
@@ -284,6 +295,38 @@ fn going_live_composes_the_show_and_reports_each_destination() {
         assert!(std::time::Instant::now() < deadline, "never live: {b}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // The host's scene changes reach the compositor through the API; bad ones change nothing.
+    let scene_url = format!("/api/broadcasts/{id}/scene");
+    let (line, body) = http(up.port, "POST", &scene_url, Some(&token), banner);
+    assert!(line.contains("200"), "{line} {body}");
+    assert_eq!(
+        json(&body)["banner"]["text"],
+        "Welcome to the show",
+        "{body}"
+    );
+    for (bad, why) in [
+        (r#"{"type":"explode"}"#, "not a scene command"),
+        (
+            r#"{"type":"join","id":"x","name":"X"}"#,
+            "set from the studio",
+        ),
+        (r#"{"type":"set-brand","brand":{"color":"red; drop"}}"#, ""),
+        ("not json", "not a scene command"),
+    ] {
+        let (line, body) = http(up.port, "POST", &scene_url, Some(&token), bad);
+        assert!(line.contains("422"), "{bad}: {line} {body}");
+        assert!(body.contains(why), "{bad}: {body}");
+    }
+    let (line, body) = http(up.port, "GET", &scene_url, Some(&token), "");
+    assert!(line.contains("200"), "{line} {body}");
+    assert_eq!(
+        json(&body)["banner"]["text"],
+        "Welcome to the show",
+        "{body}"
+    );
+    assert!(json(&body)["brand"]["color"] != "red; drop", "{body}");
+    let (line, _) = http(up.port, "POST", &scene_url, None, banner);
+    assert!(line.contains("401"), "{line}");
     // The watch page's HLS is the composed show, served by the API from the compositor's folder.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let hls = loop {

@@ -1,4 +1,4 @@
-// Small shared pieces: the error banner, a video element bound to a track, the page frame.
+// Small shared pieces: the error banner, video and audio bound to a track, the page frame.
 import { useEffect, useRef, type ReactNode } from "react";
 
 export function ErrorBanner({ error, onClose }: { error: string | null; onClose?: () => void }) {
@@ -57,14 +57,5 @@ export function Page({ title, actions, children }: { title: string; actions?: Re
       </div>
       {children}
     </div>
-  );
-}
-
-export function Disabled({ children, why }: { children: ReactNode; why: string }) {
-  return (
-    <fieldset disabled aria-describedby="why" className="opacity-60" title={why}>
-      {children}
-      <p className="mt-1 text-xs text-zinc-400">{why}</p>
-    </fieldset>
   );
 }

@@ -1,17 +1,17 @@
 // The host's studio: devices, then the room; the show's controls (go live, end, record,
-// layout), destination health, the invite link and a preview of the composed show.
+// layout, scene), destination health, the invite link and a preview of the composed show.
 import { useEffect, useRef, useState } from "react";
 import { Link, useParams } from "react-router-dom";
-import { api, type BroadcastView, type InviteView, type Layout, type StreamView } from "../api/client";
+import { api, type BroadcastView, type InviteView, type StreamView } from "../api/client";
 import { useAuth } from "../stores/auth";
 import { useAudienceChat, useRealtime } from "../stores/realtime";
 import { useStudio } from "../stores/studio";
 import { DevicePreview } from "../components/DevicePreview";
 import { StudioRoom } from "../components/StudioRoom";
 import { HlsPlayer } from "../components/HlsPlayer";
-import { Disabled, ErrorBanner, Page } from "../components/ui";
+import { SceneControls } from "../components/SceneControls";
+import { ErrorBanner, Page } from "../components/ui";
 
-const LAYOUTS: Layout[] = ["grid", "spotlight", "sidebar", "solo", "picture-in-picture"];
 const STATE_CLS: Record<string, string> = {
   Live: "text-emerald-400",
   Retrying: "text-amber-400",
@@ -108,24 +108,12 @@ export default function Studio() {
         <div className="grid gap-4 2xl:grid-cols-[1fr_22rem]">
           <StudioRoom host local={media.current} />
           <aside className="space-y-4">
-            <section className="card space-y-2" aria-label="Scene">
-              <h2 className="text-sm font-semibold">Layout</h2>
-              <div className="flex flex-wrap gap-1" role="group" aria-label="Layout">
-                {LAYOUTS.map((l) => (
-                  <button key={l} className={`btn ${b.layout === l ? "bg-sky-700" : ""}`} aria-pressed={b.layout === l} disabled={busy} onClick={() => void act(async () => setB(await api("PATCH", `/api/broadcasts/${id}`, { layout: l })))}>
-                    {l}
-                  </button>
-                ))}
-              </div>
-              <Disabled why="Banners, lower thirds, the ticker and brand pictures need the API's scene relay to the compositor, which is not built yet.">
-                <div className="flex flex-wrap gap-1">
-                  <button className="btn">Banner</button>
-                  <button className="btn">Lower third</button>
-                  <button className="btn">Ticker</button>
-                  <button className="btn">Brand</button>
-                </div>
-              </Disabled>
-            </section>
+            <SceneControls
+              broadcastId={id}
+              layout={b.layout}
+              running={!!b.endpoints?.control}
+              setLayout={(l) => act(async () => setB(await api("PATCH", `/api/broadcasts/${id}`, { layout: l })))}
+            />
             <section className="card space-y-2" aria-label="Show preview">
               <h2 className="text-sm font-semibold">The show</h2>
               {live && stream?.hlsUrl ? (

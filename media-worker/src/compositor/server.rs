@@ -66,6 +66,7 @@ struct Inner {
     frame_loop: Mutex<Option<std::thread::JoinHandle<()>>>,
     recording: Mutex<Option<RemuxHandle>>,
     hls: Mutex<Option<RemuxHandle>>,
+    spec_layout: Mutex<castyard_crd::Layout>,
 }
 
 #[derive(Serialize)]
@@ -221,6 +222,7 @@ impl Compositor {
             frame_loop: Mutex::new(None),
             recording: Mutex::new(recording),
             hls: Mutex::new(hls),
+            spec_layout: Mutex::new(c.layout),
             opts,
         });
         let encoder = Encoder::start(&settings, channel.clone(), inner.clock.clone())?;
@@ -282,6 +284,21 @@ impl Compositor {
     /// off, each touching only itself.
     pub fn set_config(&self, config: &CompositorConfig) {
         let inner = &self.inner;
+        // The spec's layout is the host's choice from the broadcast settings; a change there
+        // applies like a scene command (a layout set on the control port stays until then).
+        let changed = {
+            let mut last = inner.spec_layout.lock().expect("poisoned");
+            let changed = *last != config.layout;
+            *last = config.layout;
+            changed
+        };
+        if changed
+            && let Err(e) = self.apply(Command::SetLayout {
+                layout: config.layout,
+            })
+        {
+            tracing::warn!(error = %e, "cannot apply the spec's layout");
+        }
         inner
             .outputs
             .set_destinations(targets(config, &inner.opts.keys_dir));
