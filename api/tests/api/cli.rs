@@ -203,6 +203,17 @@ impl Up {
     }
 }
 
+/// A test that fails part-way still stops its server; the kernel then stops the server's
+/// workers (their parent-death signal), so no compositor outlives the test.
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Waits (30 s at most) until the broadcast reports `phase`.
 pub(crate) fn wait_for_phase(up: &Up, id: &str, token: &str, phase: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
