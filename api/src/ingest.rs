@@ -19,7 +19,7 @@ pub struct Hooks(pub AppState);
 const CLAIM_TTL_MS: i64 = 30_000;
 
 /// A path under the data directory as the recordings table stores it (relative).
-fn relative(data_dir: &Path, path: &Path) -> anyhow::Result<String> {
+pub(crate) fn relative(data_dir: &Path, path: &Path) -> anyhow::Result<String> {
     let rel = path.strip_prefix(data_dir)?;
     rel.to_str()
         .map(str::to_owned)

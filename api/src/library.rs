@@ -9,6 +9,7 @@ use sha2::Digest as _;
 use sqlx::Row;
 
 use crate::db::now_ms;
+use crate::ingest::relative;
 use crate::state::AppState;
 
 /// How often the media directory is scanned; a recording appears this long after it is final.
@@ -66,13 +67,6 @@ fn recording_id(relative: &str) -> String {
     let mut b = [0u8; 16];
     b.copy_from_slice(&h[..16]);
     uuid::Builder::from_random_bytes(b).into_uuid().to_string()
-}
-
-fn relative(data_dir: &Path, path: &Path) -> anyhow::Result<String> {
-    path.strip_prefix(data_dir)?
-        .to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("path is not UTF-8"))
 }
 
 async fn register(state: &AppState, manifest: &Path) -> Result<usize, Failure> {
