@@ -124,6 +124,22 @@ try {
   await host.getByRole("button", { name: "Stop ticker" }).waitFor();
   await host.waitForSelector('button:has-text("Stop ticker"):not([disabled])');
 
+  step("the guest is in the composed show");
+  // The compositor follows the SFU's stage: the guest is on its stage with the camera on.
+  seen.scene = await host.evaluate(async (id) => {
+    const { accessToken } = await (await fetch("/api/auth/refresh", { method: "POST" })).json();
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const r = await fetch(`/api/broadcasts/${id}/scene`, { headers: { authorization: `Bearer ${accessToken}` } });
+      const scene = r.ok ? await r.json() : null;
+      const onStage = scene ? scene.stage.map((p) => scene.participants[p]) : [];
+      const gina = onStage.find((p) => p.name === "Gina Guest");
+      if (gina && gina.video) return { stage: onStage.map((p) => p.name), layout: scene.layout };
+      if (Date.now() > deadline) throw new Error(`the guest never reached the show: ${JSON.stringify(scene)}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }, id);
+
   step("a viewer watches");
   const viewer = await (await browser.newContext()).newPage();
   viewer.setDefaultTimeout(T);

@@ -182,6 +182,12 @@ fn run_compositor(args: CompositorArgs) -> anyhow::Result<()> {
                 }
             })
         };
+        // In the studio, the people on stage come from the SFU; without one (an ingest show or
+        // a test), inputs arrive on the control port.
+        let link = config
+            .sfu
+            .clone()
+            .map(|sfu| tokio::spawn(castyard_media_worker::compositor::link::follow(compositor.clone(), sfu)));
         let stop = compositor.clone();
         axum::serve(listener, compositor.router())
             .with_graceful_shutdown(async move {
@@ -189,6 +195,9 @@ fn run_compositor(args: CompositorArgs) -> anyhow::Result<()> {
             })
             .await?;
         follow.abort();
+        if let Some(l) = link {
+            l.abort();
+        }
         tracing::info!("ending the show: flushing every output");
         let parts = stop.shutdown().await;
         for (path, done) in parts {

@@ -119,6 +119,7 @@ pub struct SfuMetrics {
     pub rtt: Family<ParticipantLabels, FloatGauge>,
     pub jitter: Family<ParticipantLabels, FloatGauge>,
     pub forwarded_packets: Counter,
+    pub keyframe_requests: Counter,
 }
 
 impl SfuMetrics {
@@ -174,6 +175,12 @@ impl SfuMetrics {
             "RTP packets forwarded to subscribers and the compositor",
             forwarded_packets.clone(),
         );
+        let keyframe_requests = Counter::default();
+        r.register(
+            "keyframe_requests",
+            "Keyframe requests sent to publishers, for subscribers and the compositor",
+            keyframe_requests.clone(),
+        );
         Self {
             registry: r,
             participants,
@@ -185,6 +192,7 @@ impl SfuMetrics {
             rtt,
             jitter,
             forwarded_packets,
+            keyframe_requests,
         }
     }
 

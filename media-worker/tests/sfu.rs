@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use castyard_media_worker::metrics::SfuMetrics;
-use castyard_media_worker::sfu::room::{ConnId, JoinError, Room};
+use castyard_media_worker::sfu::room::{
+    ConnId, ForwardRequest, JoinError, Room, StageTrack, TrackCodec,
+};
 use castyard_media_worker::sfu::signal::{Identity, Role, ServerMessage, Source, TrackInfo};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -49,6 +51,8 @@ struct World {
     to_sfu: Vec<(SocketAddr, Vec<u8>)>,
     /// Clients whose network is cut: nothing in or out.
     cut: Vec<String>,
+    /// Datagrams to addresses that are no client's: the compositor's copies.
+    elsewhere: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 fn identity(name: &str, role: Role) -> Identity {
@@ -71,6 +75,7 @@ impl World {
             clients: Vec::new(),
             to_sfu: Vec::new(),
             cut: Vec::new(),
+            elsewhere: Vec::new(),
         }
     }
 
@@ -137,6 +142,7 @@ impl World {
             .poll(now, &mut |dst, b| out.push((dst, b.to_vec())));
         for (dst, data) in out {
             let Some(c) = self.clients.iter_mut().find(|c| c.addr == dst) else {
+                self.elsewhere.push((dst, data));
                 continue;
             };
             if self.cut.contains(&c.name) {
@@ -651,4 +657,177 @@ fn a_second_connection_of_the_same_participant_replaces_the_first() {
         Some(ServerMessage::Bye { reason }) if reason.contains("replaced")
     ));
     assert_eq!(w.room.participants().len(), 1);
+}
+
+/// The RTP packets sent to `addr`: (marker, payload type, sequence number, timestamp, SSRC,
+/// payload).
+fn rtp_to(w: &World, addr: &str) -> Vec<(bool, u8, u16, u32, u32, Vec<u8>)> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    w.elsewhere
+        .iter()
+        .filter(|(d, _)| *d == addr)
+        .map(|(_, b)| {
+            assert_eq!(b[0], 0x80, "RTP version 2, no padding, extension or CSRCs");
+            (
+                b[1] & 0x80 != 0,
+                b[1] & 0x7f,
+                u16::from_be_bytes([b[2], b[3]]),
+                u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+                u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+                b[12..].to_vec(),
+            )
+        })
+        .collect()
+}
+
+fn forward(participant: &str, source: Source, addr: &str, payload_type: u8) -> ForwardRequest {
+    ForwardRequest {
+        participant: format!("id-{participant}"),
+        source,
+        addr: addr.parse().unwrap(),
+        payload_type,
+        keyframe: false,
+    }
+}
+
+#[test]
+fn on_stage_tracks_are_copied_to_the_compositor_as_plain_rtp() {
+    let mut w = World::new(11);
+    w.join("ann", Role::Host, &[Source::Camera], true);
+    w.join(
+        "bob",
+        Role::Guest,
+        &[Source::Microphone, Source::Camera],
+        false,
+    );
+    w.run(Duration::from_secs(1));
+    let host = w.client("ann").conn;
+    w.room.message(
+        host,
+        r#"{"type":"stage","participant":"id-bob","onStage":true}"#,
+    );
+    w.run(Duration::from_millis(20));
+    let stage = w.room.stage();
+    assert_eq!(stage.len(), 1);
+    let mut tracks = stage[0].tracks.clone();
+    tracks.sort_by_key(|t| t.source);
+    assert_eq!(
+        tracks,
+        [
+            StageTrack {
+                source: Source::Camera,
+                codec: TrackCodec::Vp8
+            },
+            StageTrack {
+                source: Source::Microphone,
+                codec: TrackCodec::Opus
+            }
+        ],
+        "the stage says what to decode"
+    );
+
+    let wanted = vec![
+        forward("bob", Source::Camera, "10.0.9.1:5000", 96),
+        forward("bob", Source::Microphone, "10.0.9.1:5002", 111),
+        forward("ann", Source::Camera, "10.0.9.1:5010", 100),
+    ];
+    let states = w.room.set_forwards(w.now, wanted.clone()).unwrap();
+    let active: Vec<bool> = states.iter().map(|s| s.active).collect();
+    assert_eq!(active, [true, true, false], "Ann is not on stage");
+    w.run(Duration::from_secs(1));
+
+    let video = rtp_to(&w, "10.0.9.1:5000");
+    assert!(video.len() > 30, "{} video packets", video.len());
+    let (_, pt, _, _, ssrc, first) = &video[0];
+    assert_eq!(*pt, 96);
+    // RFC 7741: a one-byte descriptor with S set, then a VP8 keyframe (bit 0 clear): the
+    // decoder starts on a picture it can decode.
+    assert_eq!(first[0] & 0x10, 0x10);
+    assert_eq!(first[1] & 1, 0, "the copy starts at a keyframe");
+    for pair in video.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert_eq!(b.2, a.2.wrapping_add(1), "sequence numbers without gaps");
+        assert_eq!(b.4, *ssrc, "one SSRC");
+        assert_eq!(b.3.wrapping_sub(a.3), 1800, "20 ms apart at 90 kHz");
+    }
+    assert!(video.iter().all(|p| p.0), "each one-packet frame is marked");
+    let audio = rtp_to(&w, "10.0.9.1:5002");
+    assert!(audio.len() > 30, "{} audio packets", audio.len());
+    assert!(audio.iter().all(|p| p.1 == 111 && p.5 == [0xfc; 60]));
+    assert!(
+        rtp_to(&w, "10.0.9.1:5010").is_empty(),
+        "off stage, not sent"
+    );
+    assert!(
+        w.elsewhere
+            .iter()
+            .any(|(d, b)| d.port() == 5001 && b[1] == 200),
+        "sender reports tell the decoder where to send its RTCP"
+    );
+
+    // The decoder asks for a keyframe (RTCP PLI from its RTCP port): Bob is asked.
+    let before = w.client("bob").keyframe_requests.len();
+    let pli = [0x81, 206, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2];
+    assert!(
+        w.room
+            .receive(w.now, "10.0.9.1:5001".parse().unwrap(), &pli)
+    );
+    w.run(Duration::from_millis(100));
+    assert!(w.client("bob").keyframe_requests.len() > before);
+    // So does a renewal that says the decoder needs one (FFmpeg sends no RTCP feedback).
+    w.run(Duration::from_secs(1));
+    let before = w.client("bob").keyframe_requests.len();
+    let mut renewal = wanted.clone();
+    renewal[0].keyframe = true;
+    w.room.set_forwards(w.now, renewal).unwrap();
+    w.run(Duration::from_millis(100));
+    assert!(w.client("bob").keyframe_requests.len() > before);
+
+    // Ann on stage: one simulcast layer reaches the compositor, the one a 720p canvas needs.
+    w.room.message(
+        host,
+        r#"{"type":"stage","participant":"id-ann","onStage":true}"#,
+    );
+    w.run(Duration::from_secs(1));
+    let ann = rtp_to(&w, "10.0.9.1:5010");
+    assert!(ann.len() > 20, "{} packets of Ann", ann.len());
+    assert!(ann.iter().all(|p| p.1 == 100));
+    // The first layer heard starts the copy; within one re-choice it is the full layer, and
+    // only one layer is ever sent at a time.
+    let mut layers: Vec<u8> = ann.iter().map(|p| p.5[2]).collect();
+    assert!(
+        layers[ann.len() - 10..].iter().all(|l| *l == b'f'),
+        "{layers:?}"
+    );
+    layers.dedup();
+    assert!(layers.len() <= 2, "one switch at most: {layers:?}");
+
+    // Bob leaves the stage: his copies stop.
+    w.room.message(
+        host,
+        r#"{"type":"stage","participant":"id-bob","onStage":false}"#,
+    );
+    w.run(Duration::from_millis(300));
+    let sent = rtp_to(&w, "10.0.9.1:5000").len();
+    w.run(Duration::from_secs(1));
+    assert_eq!(rtp_to(&w, "10.0.9.1:5000").len(), sent);
+
+    // Nobody renews the forwards (the compositor is gone): after the lease, nothing is sent.
+    w.run(Duration::from_secs(11));
+    let sent = rtp_to(&w, "10.0.9.1:5010").len();
+    w.run(Duration::from_secs(1));
+    assert_eq!(rtp_to(&w, "10.0.9.1:5010").len(), sent);
+
+    // Bad requests change nothing.
+    w.room.set_forwards(w.now, wanted.clone()).unwrap();
+    let bad_pt = vec![forward("bob", Source::Camera, "10.0.9.1:5000", 8)];
+    assert!(w.room.set_forwards(w.now, bad_pt).is_err());
+    let too_many = vec![wanted[0].clone(); 100];
+    assert!(w.room.set_forwards(w.now, too_many).is_err());
+    let before = rtp_to(&w, "10.0.9.1:5010").len();
+    w.run(Duration::from_millis(500));
+    assert!(
+        rtp_to(&w, "10.0.9.1:5010").len() > before,
+        "the good set still holds"
+    );
 }

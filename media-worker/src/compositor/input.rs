@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Read};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,11 +63,26 @@ pub struct InputPorts {
 
 type Picture = Arc<Mutex<Option<(u64, Instant, Arc<Frame>)>>>;
 
+/// What one input has decoded so far, for the status page and tests.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InputStatus {
+    pub video_frames: u64,
+    pub audio_samples: u64,
+    /// Times the decoder asked the SFU for a keyframe.
+    pub keyframe_requests: u64,
+    /// A picture newer than the staleness limit: the tile shows it, not a placeholder.
+    pub live: bool,
+}
+
 pub struct Input {
     pub request: InputRequest,
     pub ports: InputPorts,
     picture: Picture,
     audio: Arc<Mutex<VecDeque<i16>>>,
+    audio_samples: Arc<AtomicU64>,
+    keyframe_wanted: Arc<AtomicBool>,
+    keyframe_requests: AtomicU64,
     stop: Arc<AtomicBool>,
     children: Arc<Mutex<Vec<FfmpegChild>>>,
 }
@@ -93,8 +108,8 @@ fn sdp(kind: &str, port: u16, pt: u8, rtpmap: &str, fmtp: Option<&str>) -> Strin
         s.push_str(&format!("a=fmtp:{pt} {f}\r\n"));
     }
     if kind == "video" {
-        // FFmpeg sends a PLI when its depacketizer needs a keyframe, which the SFU routes to
-        // the publisher.
+        // Declares what we would answer; FFmpeg sends no feedback for an SDP input, so the
+        // input asks the SFU for keyframes itself (see `DAMAGE`).
         s.push_str(&format!("a=rtcp-fb:{pt} nack pli\r\n"));
     }
     s
@@ -115,6 +130,8 @@ impl Input {
         let children = Arc::new(Mutex::new(Vec::new()));
         let picture: Picture = Arc::default();
         let audio: Arc<Mutex<VecDeque<i16>>> = Arc::default();
+        let audio_samples: Arc<AtomicU64> = Arc::default();
+        let keyframe_wanted: Arc<AtomicBool> = Arc::default();
         let safe: String = key
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -172,8 +189,11 @@ impl Input {
                 &path,
                 args,
                 Box::new(sink),
-                stop.clone(),
-                children.clone(),
+                Shared {
+                    stop: stop.clone(),
+                    children: children.clone(),
+                    keyframe: Some(keyframe_wanted.clone()),
+                },
                 key,
             );
             ports.video_port = Some(port);
@@ -197,6 +217,7 @@ impl Input {
             .map(String::from)
             .to_vec();
             let audio = audio.clone();
+            let counted = audio_samples.clone();
             let sink = move |r: &mut dyn Read| -> std::io::Result<()> {
                 let mut buf = [0u8; 3840];
                 loop {
@@ -204,6 +225,7 @@ impl Input {
                     if n == 0 {
                         return Ok(());
                     }
+                    counted.fetch_add((n / 2) as u64, Ordering::Relaxed);
                     let mut q = audio.lock().expect("poisoned");
                     q.extend(
                         buf[..n & !1]
@@ -222,8 +244,11 @@ impl Input {
                 &path,
                 args,
                 Box::new(sink),
-                stop.clone(),
-                children.clone(),
+                Shared {
+                    stop: stop.clone(),
+                    children: children.clone(),
+                    keyframe: None,
+                },
                 key,
             );
             ports.audio_port = Some(port);
@@ -233,9 +258,32 @@ impl Input {
             ports,
             picture,
             audio,
+            audio_samples,
+            keyframe_wanted,
+            keyframe_requests: AtomicU64::new(0),
             stop,
             children,
         })
+    }
+
+    /// Whether the video decoder needed a keyframe since the last call (it started, or lost
+    /// packets): the SFU is asked for one on its behalf.
+    pub fn take_keyframe_wanted(&self) -> bool {
+        let wanted = self.keyframe_wanted.swap(false, Ordering::SeqCst);
+        if wanted {
+            self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        wanted
+    }
+
+    pub fn status(&self) -> InputStatus {
+        let picture = self.picture.lock().expect("poisoned");
+        InputStatus {
+            video_frames: picture.as_ref().map_or(0, |p| p.0),
+            audio_samples: self.audio_samples.load(Ordering::Relaxed),
+            keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
+            live: picture.as_ref().is_some_and(|p| p.1.elapsed() < STALE),
+        }
     }
 
     pub fn feed(&self) -> Feed {
@@ -279,15 +327,37 @@ impl Drop for Input {
 type Sink = Box<dyn FnMut(&mut dyn Read) -> std::io::Result<()> + Send>;
 
 /// Runs one decoder, restarting it (after half a second) whenever it exits, until stopped.
+/// What a decoder's supervisor shares with its input.
+struct Shared {
+    stop: Arc<AtomicBool>,
+    children: Arc<Mutex<Vec<FfmpegChild>>>,
+    /// Video only: raised when the decoder needs a keyframe.
+    keyframe: Option<Arc<AtomicBool>>,
+}
+
+/// FFmpeg's words for a picture it could not (fully) decode; it does not send RTCP feedback
+/// for an SDP input, so its log is how we learn that it needs a keyframe.
+const DAMAGE: [&str; 5] = [
+    "missed",
+    "dropping frame",
+    "Error while decoding",
+    "Invalid data",
+    "corrupt",
+];
+
 fn supervise(
     ffmpeg: &Path,
     sdp: &Path,
     args: Vec<String>,
     mut sink: Sink,
-    stop: Arc<AtomicBool>,
-    children: Arc<Mutex<Vec<FfmpegChild>>>,
+    shared: Shared,
     key: &str,
 ) {
+    let Shared {
+        stop,
+        children,
+        keyframe,
+    } = shared;
     let ffmpeg: PathBuf = ffmpeg.into();
     let sdp: PathBuf = sdp.into();
     let key = key.to_owned();
@@ -297,7 +367,7 @@ fn supervise(
             let began = Instant::now();
             let mut cmd = FfmpegCommand::new_with_path(&ffmpeg);
             cmd.hide_banner()
-                .args(["-loglevel", "error", "-nostats"])
+                .args(["-loglevel", "warning", "-nostats"])
                 .args(["-protocol_whitelist", "file,udp,rtp"])
                 .args(["-fflags", "nobuffer", "-flags", "low_delay"])
                 .args(["-analyzeduration", "1000000", "-probesize", "1000000"])
@@ -312,11 +382,21 @@ fn supervise(
                 }
             };
             let stdout = child.take_stdout();
+            // A decoder starting mid-stream can only begin at a keyframe.
+            if let Some(k) = &keyframe {
+                k.store(true, Ordering::SeqCst);
+            }
             if let Some(err) = child.take_stderr() {
                 let key = key.clone();
+                let keyframe = keyframe.clone();
                 std::thread::spawn(move || {
                     for line in BufReader::new(err).lines().map_while(Result::ok) {
                         tracing::debug!(input = %key, "decoder: {line}");
+                        if let Some(k) = &keyframe
+                            && DAMAGE.iter().any(|d| line.contains(d))
+                        {
+                            k.store(true, Ordering::SeqCst);
+                        }
                     }
                 });
             }

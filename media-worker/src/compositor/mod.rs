@@ -4,6 +4,7 @@ pub mod canvas;
 pub mod encode;
 pub mod input;
 pub mod layout;
+pub mod link;
 pub mod mix;
 pub mod outputs;
 pub mod paint;

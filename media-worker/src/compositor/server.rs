@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::canvas::{Font, Frame};
 use super::encode::{Clock, Encoder, Settings};
-use super::input::{CHANNELS, Input, InputPorts, InputRequest, SAMPLE_RATE};
+use super::input::{CHANNELS, Input, InputPorts, InputRequest, InputStatus, SAMPLE_RATE};
 use super::mix::Limiter;
 use super::outputs::{Library, Outputs, RemuxHandle, spawn_remux};
 use super::paint::{Feed, Painter};
@@ -78,6 +78,8 @@ pub struct Status {
     pub encoder_restarts: u64,
     pub recording: Option<PathBuf>,
     pub hls: Option<PathBuf>,
+    /// Each decoding source by its tile id.
+    pub inputs: std::collections::BTreeMap<String, InputStatus>,
 }
 
 fn path(slot: &Mutex<Option<RemuxHandle>>) -> Option<PathBuf> {
@@ -270,6 +272,18 @@ impl Compositor {
         Ok(ports)
     }
 
+    /// Whether the input's video decoder wants a keyframe (see [`Input::take_keyframe_wanted`]).
+    pub fn take_keyframe_wanted(&self, key: &str) -> bool {
+        let input = self
+            .inner
+            .inputs
+            .lock()
+            .expect("poisoned")
+            .get(key)
+            .cloned();
+        input.is_some_and(|i| i.take_keyframe_wanted())
+    }
+
     pub fn remove_input(&self, key: &str) -> bool {
         self.inner
             .inputs
@@ -336,6 +350,14 @@ impl Compositor {
             encoder_restarts: self.inner.encoder_restarts.load(Ordering::Relaxed),
             recording: path(&self.inner.recording),
             hls: path(&self.inner.hls),
+            inputs: self
+                .inner
+                .inputs
+                .lock()
+                .expect("poisoned")
+                .iter()
+                .map(|(k, i)| (k.clone(), i.status()))
+                .collect(),
         }
     }
 

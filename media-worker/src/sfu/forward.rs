@@ -9,28 +9,22 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
-use super::layers;
+use super::layers::{self, Admit, LayerPick};
+use super::tap::{Tap, TapNeed, TapSpec, wants_keyframe};
 
 pub type PeerId = u64;
 
 /// A publisher must not be asked for keyframes more often than this, however many
 /// subscribers lose packets at once.
 const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
-/// A simulcast layer not heard from for this long is treated as paused by the browser.
-const LAYER_STALE: Duration = Duration::from_secs(2);
 /// A peer we hear nothing from (not even STUN consent checks, which browsers send every few
 /// seconds) for this long has vanished: its tracks are stopped for everyone.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(15);
-/// Layer bitrates are measured over this window.
-const RATE_WINDOW: Duration = Duration::from_secs(1);
-/// How often a subscriber's layer is re-chosen: often enough to follow the estimate, seldom
-/// enough not to flap between layers.
-const RECHOOSE: Duration = Duration::from_millis(500);
-
 #[derive(Debug)]
 pub struct TrackIn {
     pub origin: PeerId,
@@ -42,6 +36,8 @@ pub struct TrackIn {
 struct TrackInEntry {
     id: Arc<TrackIn>,
     last_keyframe_request: Option<Instant>,
+    /// Known from the first frame: the compositor's decoder is set up for it.
+    codec: Option<Codec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,41 +49,11 @@ enum OutState {
     NegotiatingStop(Mid),
 }
 
-/// One simulcast layer as it passes by: when it last carried media, and its bitrate.
-#[derive(Debug)]
-struct Seen {
-    rid: Rid,
-    last: Instant,
-    window_start: Instant,
-    window_bytes: u64,
-    bitrate: Option<u64>,
-}
-
-impl Seen {
-    fn count(&mut self, now: Instant, bytes: usize) {
-        self.last = now;
-        self.window_bytes += bytes as u64;
-        let span = now.saturating_duration_since(self.window_start);
-        if span >= RATE_WINDOW {
-            self.bitrate = Some((self.window_bytes as f64 * 8.0 / span.as_secs_f64()) as u64);
-            self.window_start = now;
-            self.window_bytes = 0;
-        }
-    }
-}
-
 #[derive(Debug)]
 struct TrackOut {
     track_in: Weak<TrackIn>,
     state: OutState,
-    /// The simulcast layer being forwarded, and the one we are switching to at its next keyframe.
-    current: Option<Rid>,
-    target: Option<Rid>,
-    /// The size this subscriber renders the track at (from its view messages).
-    view: Option<(u32, u32)>,
-    /// The publisher's layers as seen passing by.
-    seen: Vec<Seen>,
-    next_choice: Instant,
+    layer: LayerPick,
 }
 
 impl TrackOut {
@@ -110,6 +76,8 @@ pub struct PeerCounters {
     pub received_packets: u64,
     pub lost_packets: u64,
     pub forwarded_packets: u64,
+    /// Keyframe requests sent to this peer as a publisher.
+    pub keyframe_requests: u64,
     pub rtt: Option<Duration>,
     pub jitter: Option<Duration>,
     pub loss: Option<f32>,
@@ -192,6 +160,10 @@ pub struct Forwarder {
     queue: VecDeque<Propagated>,
     events: Vec<CoreEvent>,
     next_id: PeerId,
+    /// Plain RTP copies of tracks for the compositor.
+    taps: Vec<Tap>,
+    /// Packets sent to the compositor since the stats last took them.
+    tap_packets: u64,
 }
 
 impl Forwarder {
@@ -203,6 +175,8 @@ impl Forwarder {
             queue: VecDeque::new(),
             events: Vec::new(),
             next_id: 1,
+            taps: Vec::new(),
+            tap_packets: 0,
         }
     }
 
@@ -249,6 +223,7 @@ impl Forwarder {
             peer.rtc.disconnect();
             // Dropping its strong track references makes every subscriber stop them.
             self.events.push(CoreEvent::Gone { peer: id });
+            self.taps.retain(|t| t.spec.origin != id);
         }
     }
 
@@ -307,14 +282,23 @@ impl Forwarder {
             .collect()
     }
 
+    /// The codec of a published track, once a frame of it arrived.
+    pub fn codec(&self, origin: PeerId, mid: Mid) -> Option<Codec> {
+        self.peers
+            .iter()
+            .find(|p| p.id == origin)?
+            .tracks_in
+            .iter()
+            .find(|t| t.id.mid == mid)?
+            .codec
+    }
+
     /// The size subscriber `id` renders its outgoing `mid` at; steers its simulcast layer.
     pub fn set_view(&mut self, id: PeerId, mid: Mid, size: Option<(u32, u32)>) {
         if let Ok(peer) = self.peer(id) {
             let created = peer.created;
             if let Some(t) = peer.tracks_out.iter_mut().find(|t| t.mid() == Some(mid)) {
-                t.view = size;
-                // Re-choose at the next frame rather than up to RECHOOSE later.
-                t.next_choice = created;
+                t.layer.set_view(size, created);
             }
         }
     }
@@ -339,8 +323,51 @@ impl Forwarder {
         std::mem::take(&mut self.events)
     }
 
+    /// The copies to send to the compositor. A copy already running (same track, same
+    /// address) goes on untouched; a new one starts at the track's next keyframe.
+    pub fn set_taps(&mut self, now: Instant, specs: Vec<TapSpec>) {
+        self.taps.retain(|t| specs.contains(&t.spec));
+        for spec in specs {
+            if !self.taps.iter().any(|t| t.spec == spec) {
+                self.taps.push(Tap::new(now, spec));
+            }
+        }
+    }
+
+    /// RTP packets sent to the compositor since the last call.
+    pub fn take_tap_packets(&mut self) -> u64 {
+        std::mem::take(&mut self.tap_packets)
+    }
+
+    /// Asks the publisher of a copied track for a keyframe on the layer the copy carries.
+    pub fn tap_keyframe(&mut self, now: Instant, origin: PeerId, mid: Mid) {
+        let Some(tap) = self.taps.iter().find(|t| t.matches(origin, mid)) else {
+            return;
+        };
+        let rid = tap.layer();
+        tracing::debug!(peer = origin, %mid, "the compositor asks for a keyframe");
+        if let Some(p) = self.peers.iter_mut().find(|p| p.id == origin) {
+            p.request_keyframe(now, mid, rid, KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// RTCP from a decoder we copy a track to: its keyframe requests go to the publisher.
+    fn tap_feedback(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
+        let Some(tap) = self.taps.iter().find(|t| t.rtcp_dest() == source) else {
+            return false;
+        };
+        if wants_keyframe(contents) {
+            let (origin, mid) = (tap.spec.origin, tap.spec.mid);
+            self.tap_keyframe(now, origin, mid);
+        }
+        true
+    }
+
     /// A datagram on our socket. Returns false if no peer claims it.
     pub fn receive(&mut self, now: Instant, source: SocketAddr, contents: &[u8]) -> bool {
+        if self.tap_feedback(now, source, contents) {
+            return true;
+        }
         let Ok(contents) = contents.try_into() else {
             return false;
         };
@@ -393,7 +420,7 @@ impl Forwarder {
                 return timeout;
             }
             while let Some(item) = self.queue.pop_front() {
-                self.propagate(now, item);
+                self.propagate(now, item, send);
             }
         }
     }
@@ -410,7 +437,12 @@ impl Forwarder {
         }
     }
 
-    fn propagate(&mut self, now: Instant, item: Propagated) {
+    fn propagate(
+        &mut self,
+        now: Instant,
+        item: Propagated,
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) {
         match item {
             Propagated::TrackOpen(origin, weak) => {
                 for p in self.peers.iter_mut().filter(|p| p.id != origin) {
@@ -421,18 +453,20 @@ impl Forwarder {
                 let mut wanted = Vec::new();
                 for p in self.peers.iter_mut().filter(|p| p.id != origin) {
                     if let Some(rid) = p.forward(now, origin, &data) {
+                        wanted.push(Some(rid));
+                    }
+                }
+                for tap in self.taps.iter_mut().filter(|t| t.matches(origin, data.mid)) {
+                    let before = tap.packets;
+                    if let TapNeed::Keyframe(rid) = tap.frame(now, &data, send) {
                         wanted.push(rid);
                     }
+                    self.tap_packets += tap.packets - before;
                 }
                 // Subscribers waiting for a keyframe on a layer ask its publisher for one.
                 if let Some(publisher) = self.peers.iter_mut().find(|p| p.id == origin) {
                     for rid in wanted {
-                        publisher.request_keyframe(
-                            now,
-                            data.mid,
-                            Some(rid),
-                            KeyframeRequestKind::Pli,
-                        );
+                        publisher.request_keyframe(now, data.mid, rid, KeyframeRequestKind::Pli);
                     }
                 }
             }
@@ -455,11 +489,7 @@ impl Peer {
         self.tracks_out.push(TrackOut {
             track_in,
             state: OutState::ToOpen,
-            current: None,
-            target: None,
-            view: None,
-            seen: Vec::new(),
-            next_choice: self.created,
+            layer: LayerPick::new(self.created, None),
         });
         self.retarget();
     }
@@ -518,6 +548,7 @@ impl Peer {
                         kind: m.kind,
                     }),
                     last_keyframe_request: None,
+                    codec: None,
                 };
                 queue.push_back(Propagated::TrackOpen(self.id, Arc::downgrade(&entry.id)));
                 events.push(CoreEvent::TrackOpen {
@@ -528,9 +559,10 @@ impl Peer {
                 self.tracks_in.push(entry);
             }
             Event::MediaData(data) => {
-                let Some(entry) = self.tracks_in.iter().find(|t| t.id.mid == data.mid) else {
+                let Some(entry) = self.tracks_in.iter_mut().find(|t| t.id.mid == data.mid) else {
                     return;
                 };
+                entry.codec = Some(data.params.spec().codec);
                 if entry.id.kind == MediaKind::Audio
                     && let Some(level) = data.ext_vals.audio_level
                 {
@@ -554,7 +586,7 @@ impl Peer {
                 queue.push_back(Propagated::KeyframeRequest {
                     origin: tin.origin,
                     mid_in: tin.mid,
-                    rid: t.current,
+                    rid: t.layer.current,
                     kind: req.kind,
                 });
             }
@@ -660,6 +692,7 @@ impl Peer {
         };
         if writer.request_keyframe(rid, kind).is_ok() {
             entry.last_keyframe_request = Some(now);
+            self.counters.keyframe_requests += 1;
         }
     }
 
@@ -693,44 +726,10 @@ impl Peer {
         let OutState::Open(mid) = t.state else {
             return None;
         };
-        if let Some(rid) = data.rid {
-            let seen = match t.seen.iter().position(|s| s.rid == rid) {
-                Some(i) => &mut t.seen[i],
-                None => {
-                    t.seen.push(Seen {
-                        rid,
-                        last: now,
-                        window_start: now,
-                        window_bytes: 0,
-                        bitrate: None,
-                    });
-                    t.seen.last_mut().expect("just pushed")
-                }
-            };
-            seen.count(now, data.data.len());
-            if now >= t.next_choice {
-                let fresh: Vec<layers::Available> = t
-                    .seen
-                    .iter()
-                    .filter(|s| now.saturating_duration_since(s.last) < LAYER_STALE)
-                    .map(|s| layers::Available {
-                        rid: s.rid,
-                        bitrate: s.bitrate,
-                    })
-                    .collect();
-                t.target = layers::choose(&fresh, share, t.view);
-                t.next_choice = now + RECHOOSE;
-            }
-            if t.current != Some(rid) {
-                if t.target != Some(rid) {
-                    return None;
-                }
-                if !data.is_keyframe() {
-                    // The old layer goes on until the new one's keyframe: no frozen picture.
-                    return Some(rid);
-                }
-                t.current = Some(rid);
-            }
+        match t.layer.admit(now, data, share) {
+            Admit::Send => {}
+            Admit::Skip => return None,
+            Admit::WaitKeyframe(rid) => return Some(rid),
         }
         let writer = self.rtc.writer(mid)?;
         let pt = writer.match_params(data.params)?;

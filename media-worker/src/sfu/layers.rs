@@ -1,7 +1,17 @@
 //! Simulcast layer choice: from the layers a publisher sends, the bandwidth a subscriber has
 //! and the size it renders at, which one it gets.
 
-use str0m::media::Rid;
+use std::time::{Duration, Instant};
+
+use str0m::media::{MediaData, Rid};
+
+/// A simulcast layer not heard from for this long is treated as paused by the browser.
+const LAYER_STALE: Duration = Duration::from_secs(2);
+/// Layer bitrates are measured over this window.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// How often a receiver's layer is re-chosen: often enough to follow the estimate, seldom
+/// enough not to flap between layers.
+const RECHOOSE: Duration = Duration::from_millis(500);
 
 /// Our clients publish three layers named as LiveKit names them: quarter, half and full
 /// resolution. Each rung's nominal height and bitrate at 720p30.
@@ -64,6 +74,117 @@ pub fn choose(
         }
     }
     Some(sorted[pick].rid)
+}
+
+/// One simulcast layer as it passes by: when it last carried media, and its bitrate.
+#[derive(Debug)]
+struct Seen {
+    rid: Rid,
+    last: Instant,
+    window_start: Instant,
+    window_bytes: u64,
+    bitrate: Option<u64>,
+}
+
+impl Seen {
+    fn count(&mut self, now: Instant, bytes: usize) {
+        self.last = now;
+        self.window_bytes += bytes as u64;
+        let span = now.saturating_duration_since(self.window_start);
+        if span >= RATE_WINDOW {
+            self.bitrate = Some((self.window_bytes as f64 * 8.0 / span.as_secs_f64()) as u64);
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+    }
+}
+
+/// What a receiver does with one frame of a simulcast track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Send,
+    /// Not on this receiver's layer.
+    Skip,
+    /// The receiver switches to this layer at its next keyframe: ask the publisher for one.
+    WaitKeyframe(Rid),
+}
+
+/// The layer one receiver (a subscriber's track, or the compositor's copy) gets, switched
+/// only at keyframes so that the picture never breaks up.
+#[derive(Debug)]
+pub struct LayerPick {
+    /// The layer being forwarded, and the one we are switching to at its next keyframe.
+    pub current: Option<Rid>,
+    target: Option<Rid>,
+    /// The size the receiver renders the track at.
+    view: Option<(u32, u32)>,
+    /// The publisher's layers as seen passing by.
+    seen: Vec<Seen>,
+    next_choice: Instant,
+}
+
+impl LayerPick {
+    pub fn new(now: Instant, view: Option<(u32, u32)>) -> Self {
+        Self {
+            current: None,
+            target: None,
+            view,
+            seen: Vec::new(),
+            next_choice: now,
+        }
+    }
+
+    /// A new rendered size, acted on at the next frame rather than up to `RECHOOSE` later.
+    pub fn set_view(&mut self, view: Option<(u32, u32)>, now: Instant) {
+        self.view = view;
+        self.next_choice = now;
+    }
+
+    /// Frames without a rid (no simulcast) always pass; `share_bps` is the receiver's share
+    /// of its estimated bandwidth, if it has an estimate.
+    pub fn admit(&mut self, now: Instant, data: &MediaData, share_bps: Option<u64>) -> Admit {
+        let Some(rid) = data.rid else {
+            return Admit::Send;
+        };
+        let seen = match self.seen.iter().position(|s| s.rid == rid) {
+            Some(i) => &mut self.seen[i],
+            None => {
+                self.seen.push(Seen {
+                    rid,
+                    last: now,
+                    window_start: now,
+                    window_bytes: 0,
+                    bitrate: None,
+                });
+                self.seen.last_mut().expect("just pushed")
+            }
+        };
+        seen.count(now, data.data.len());
+        if now >= self.next_choice {
+            let fresh: Vec<Available> = self
+                .seen
+                .iter()
+                .filter(|s| now.saturating_duration_since(s.last) < LAYER_STALE)
+                .map(|s| Available {
+                    rid: s.rid,
+                    bitrate: s.bitrate,
+                })
+                .collect();
+            self.target = choose(&fresh, share_bps, self.view);
+            self.next_choice = now + RECHOOSE;
+        }
+        if self.current != Some(rid) {
+            if self.target != Some(rid) {
+                return Admit::Skip;
+            }
+            if !data.is_keyframe() {
+                // The old layer goes on until the new one's keyframe: no frozen picture.
+                return Admit::WaitKeyframe(rid);
+            }
+            self.current = Some(rid);
+        }
+        Admit::Send
+    }
 }
 
 #[cfg(test)]

@@ -7,3 +7,4 @@ pub mod room;
 pub mod server;
 pub mod signal;
 pub mod speaker;
+pub mod tap;

@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid};
 
+use str0m::format::Codec;
+
 use super::forward::{CoreError, CoreEvent, Forwarder, PeerId};
 use super::signal::{
     self, ClientMessage, Identity, ParticipantInfo, ParticipantStats, Role, ServerMessage,
     SignalError, Source, TrackInfo,
 };
 use super::speaker::SpeakerDetector;
+use super::tap::TapSpec;
 use crate::metrics::{MediaLabels, ParticipantLabels, RoleLabels, SfuMetrics};
 
 pub type ConnId = u64;
@@ -83,7 +86,7 @@ impl Participant {
 }
 
 /// One on-stage participant as the compositor sees it.
-#[derive(serde::Serialize, Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct StageEntry {
     pub participant: String,
@@ -91,7 +94,55 @@ pub struct StageEntry {
     pub publishing: Vec<Source>,
     pub muted: Vec<Source>,
     pub speaking: bool,
+    /// Published tracks whose codec is known (a frame arrived): what can be decoded.
+    #[serde(default)]
+    pub tracks: Vec<StageTrack>,
 }
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StageTrack {
+    pub source: Source,
+    pub codec: TrackCodec,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackCodec {
+    Vp8,
+    H264,
+    Opus,
+}
+
+/// The compositor's request for a copy of one on-stage track, as plain RTP to `addr`.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForwardRequest {
+    pub participant: String,
+    pub source: Source,
+    pub addr: SocketAddr,
+    pub payload_type: u8,
+    /// The receiver needs a keyframe now (its decoder started or lost packets).
+    #[serde(default)]
+    pub keyframe: bool,
+}
+
+/// A forward request and whether it is being served (the participant is on stage and
+/// publishes that source).
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardState {
+    #[serde(flatten)]
+    pub request: ForwardRequest,
+    pub active: bool,
+}
+
+/// At most a camera, microphone, screen and its audio for everyone on stage.
+pub const MAX_FORWARDS: usize = 4 * 11;
+/// The compositor renews its requests every half second; copies nobody renewed for this long
+/// (the compositor stopped or restarted elsewhere) are dropped.
+const FORWARDS_LEASE: Duration = Duration::from_secs(10);
+const TAPS_EVERY: Duration = Duration::from_millis(250);
 
 pub struct Room {
     core: Forwarder,
@@ -109,6 +160,9 @@ pub struct Room {
     next_speaker: Instant,
     last_stats: Instant,
     metrics: Arc<SfuMetrics>,
+    forwards: Vec<ForwardRequest>,
+    forwards_renewed: Instant,
+    next_taps: Instant,
 }
 
 impl Room {
@@ -136,7 +190,96 @@ impl Room {
             next_speaker: now,
             last_stats: now,
             metrics,
+            forwards: Vec::new(),
+            forwards_renewed: now,
+            next_taps: now,
         }
+    }
+
+    /// The compositor's whole set of wanted copies, replacing the last one. Answers which are
+    /// being served.
+    pub fn set_forwards(
+        &mut self,
+        now: Instant,
+        forwards: Vec<ForwardRequest>,
+    ) -> Result<Vec<ForwardState>, SignalError> {
+        if forwards.len() > MAX_FORWARDS {
+            return Err(SignalError::BadMessage(format!(
+                "at most {MAX_FORWARDS} forwards"
+            )));
+        }
+        if let Some(f) = forwards
+            .iter()
+            .find(|f| !(96..=127).contains(&f.payload_type))
+        {
+            return Err(SignalError::BadMessage(format!(
+                "payload type {} is not a dynamic one (96-127)",
+                f.payload_type
+            )));
+        }
+        self.forwards = forwards;
+        self.forwards_renewed = now;
+        let specs = self.tap_specs();
+        let states = self
+            .forwards
+            .iter()
+            .map(|f| ForwardState {
+                request: f.clone(),
+                active: specs.iter().any(|(r, _)| r == f),
+            })
+            .collect();
+        let wanted: Vec<(PeerId, Mid)> = specs
+            .iter()
+            .filter(|(r, _)| r.keyframe)
+            .map(|(_, s)| (s.origin, s.mid))
+            .collect();
+        self.core
+            .set_taps(now, specs.into_iter().map(|(_, s)| s).collect());
+        for (origin, mid) in wanted {
+            self.core.tap_keyframe(now, origin, mid);
+        }
+        Ok(states)
+    }
+
+    /// Each served forward with the track it copies: only on-stage participants' published
+    /// tracks go to the compositor.
+    fn tap_specs(&self) -> Vec<(ForwardRequest, TapSpec)> {
+        let mut out = Vec::new();
+        for f in &self.forwards {
+            let Some(p) = self
+                .participants
+                .iter()
+                .find(|p| p.on_stage && p.identity.participant == f.participant)
+            else {
+                continue;
+            };
+            if let Some(&(mid, kind)) = p
+                .published
+                .iter()
+                .find(|(m, k)| p.source_of(*m, *k) == f.source)
+            {
+                out.push((
+                    f.clone(),
+                    TapSpec {
+                        origin: p.peer,
+                        mid,
+                        kind,
+                        dest: f.addr,
+                        payload_type: f.payload_type,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// Follows the stage, reconnections and the lease between two renewals.
+    fn retap(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.forwards_renewed) > FORWARDS_LEASE {
+            self.forwards.clear();
+        }
+        let specs = self.tap_specs().into_iter().map(|(_, s)| s).collect();
+        self.core.set_taps(now, specs);
     }
 
     /// A new limit from the broadcast's spec; guests already in stay, as in StreamYard.
@@ -331,12 +474,29 @@ impl Room {
             })
             .map(|p| {
                 let info = p.info();
+                let tracks = p
+                    .published
+                    .iter()
+                    .filter_map(|&(mid, kind)| {
+                        let codec = match self.core.codec(p.peer, mid)? {
+                            Codec::Vp8 => TrackCodec::Vp8,
+                            Codec::H264 => TrackCodec::H264,
+                            Codec::Opus => TrackCodec::Opus,
+                            _ => return None,
+                        };
+                        Some(StageTrack {
+                            source: p.source_of(mid, kind),
+                            codec,
+                        })
+                    })
+                    .collect();
                 StageEntry {
                     speaking: speaker == Some(&info.id),
                     participant: info.id,
                     name: info.name,
                     publishing: info.publishing,
                     muted: info.muted,
+                    tracks,
                 }
             })
             .collect()
@@ -370,7 +530,14 @@ impl Room {
             self.next_stats = now + STATS_EVERY;
             self.stats(now);
         }
-        deadline = deadline.min(self.next_speaker).min(self.next_stats);
+        if now >= self.next_taps {
+            self.next_taps = now + TAPS_EVERY;
+            self.retap(now);
+        }
+        deadline = deadline
+            .min(self.next_speaker)
+            .min(self.next_stats)
+            .min(self.next_taps);
         // Events may have queued offers: let the core send them before sleeping.
         if !self.outbox.is_empty() {
             deadline = deadline.min(now + Duration::from_millis(1));
@@ -484,6 +651,9 @@ impl Room {
             .as_secs_f64()
             .max(0.001);
         self.last_stats = now;
+        self.metrics
+            .forwarded_packets
+            .inc_by(self.core.take_tap_packets());
         let mut all = Vec::new();
         for p in &self.participants {
             let c = self.core.take_counters(p.peer);
@@ -507,6 +677,7 @@ impl Room {
                 .inc_by(c.received_packets);
             m.lost_packets.get_or_create(&labels).inc_by(c.lost_packets);
             m.forwarded_packets.inc_by(c.forwarded_packets);
+            m.keyframe_requests.inc_by(c.keyframe_requests);
             if let Some(rtt) = c.rtt {
                 m.rtt.get_or_create(&labels).set(rtt.as_secs_f64());
             }

@@ -17,8 +17,8 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
-use super::room::{ConnId, JoinError, Room, StageEntry};
-use super::signal::{Identity, MAX_MESSAGE, ParticipantInfo, Role, ServerMessage};
+use super::room::{ConnId, ForwardRequest, ForwardState, JoinError, Room, StageEntry};
+use super::signal::{Identity, MAX_MESSAGE, ParticipantInfo, Role, ServerMessage, SignalError};
 use crate::metrics::SfuMetrics;
 
 /// Where the SFU listens and what it tells browsers.
@@ -50,6 +50,10 @@ enum Command {
     },
     Participants {
         reply: oneshot::Sender<Vec<ParticipantInfo>>,
+    },
+    Forwards {
+        forwards: Vec<ForwardRequest>,
+        reply: oneshot::Sender<Result<Vec<ForwardState>, SignalError>>,
     },
     SetMaxParticipants(u32),
     Shutdown,
@@ -158,6 +162,7 @@ impl Sfu {
             .route("/signal", get(signal))
             .route("/stage", get(stage))
             .route("/participants", get(participants))
+            .route("/forwards", axum::routing::put(forwards))
             .route("/metrics", get(metrics))
             .route("/healthz", get(health))
             .route("/readyz", get(health))
@@ -239,6 +244,9 @@ impl MediaLoop {
                 }
                 Command::Participants { reply } => {
                     let _ = reply.send(self.room.participants());
+                }
+                Command::Forwards { forwards, reply } => {
+                    let _ = reply.send(self.room.set_forwards(now, forwards));
                 }
                 Command::SetMaxParticipants(n) => self.room.set_max_participants(n),
                 Command::Shutdown => return false,
@@ -369,6 +377,20 @@ async fn session(sfu: Sfu, identity: Identity, socket: WebSocket) {
 async fn stage(State(sfu): State<Sfu>) -> Response {
     match sfu.ask(|reply| Command::Stage { reply }).await {
         Some(s) => Json(s).into_response(),
+        None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+/// The compositor's copies of on-stage tracks, as plain RTP: the whole wanted set each time,
+/// renewed every half second (a set not renewed for 10 s lapses).
+async fn forwards(State(sfu): State<Sfu>, body: axum::body::Bytes) -> Response {
+    let forwards: Vec<ForwardRequest> = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return bad_request(format!("a list of forwards is required: {e}")),
+    };
+    match sfu.ask(|reply| Command::Forwards { forwards, reply }).await {
+        Some(Ok(states)) => Json(states).into_response(),
+        Some(Err(e)) => bad_request(e.to_string()),
         None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
