@@ -35,7 +35,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub cache: Option<ChildCache>,
+    /// A worker's control address from its Service name, namespace and port: the Service's
+    /// cluster DNS name (tests point it at a local server).
+    pub worker_addr: WorkerAddr,
 }
+
+pub type WorkerAddr = Arc<dyn Fn(&str, &str, u16) -> String + Send + Sync>;
 
 /// The operator's watch caches of its own children. With them a reconcile learns which
 /// children exist, and how the pods are doing, without a GET or a blind DELETE per child;
@@ -71,6 +76,7 @@ impl Context {
             config,
             metrics: Arc::default(),
             cache: None,
+            worker_addr: Arc::new(|service, ns, port| format!("{service}.{ns}.svc:{port}")),
         }
     }
 
@@ -164,7 +170,28 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
             Role::Compositor => observed.compositor = seen,
         }
     }
-    let mut status = compute(b, &observed, &now());
+    // While the compositor runs, its report on each destination goes into the status (the
+    // API's destination health and `kubectl get` read it there); the last report stays when
+    // it cannot be read this time.
+    let mut reported = None;
+    if observed.compositor.as_ref().is_some_and(|p| p.ready) {
+        let addr = (ctx.worker_addr)(
+            &child_name(&name, Role::Compositor),
+            ns,
+            castyard_crd::workloads::COMPOSITOR_CONTROL_PORT,
+        );
+        match crate::status::compositor_destinations(&addr).await {
+            Some(d) => {
+                let mut with = b.clone();
+                with.status
+                    .get_or_insert_with(Default::default)
+                    .destinations = d;
+                reported = Some(with);
+            }
+            None => tracing::debug!(%addr, "no destination report from the compositor"),
+        }
+    }
+    let mut status = compute(reported.as_ref().unwrap_or(b), &observed, &now());
     // The API relays studio signalling to the SFU's Service, which has the SFU pod's name.
     status.endpoints = observed.sfu.is_some().then(|| castyard_crd::Endpoints {
         signalling: Some(format!(
@@ -199,12 +226,13 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
         let note = format!("phase is now {phase:?}");
         announce(ctx, b, &status, &format!("{phase:?}"), &note).await;
     }
-    // Pod changes wake the controller through the owns() watches; this is a safety net.
-    Ok(Action::requeue(Duration::from_secs(if settled {
-        300
-    } else {
-        10
-    })))
+    // Pod changes wake the controller through the owns() watches; this is a safety net. A
+    // live show with destinations is looked at often: their health changes without any
+    // Kubernetes object changing.
+    let reporting = b.spec.state == DesiredState::Live && !b.spec.destinations.is_empty();
+    Ok(Action::requeue(Duration::from_secs(
+        if settled && !reporting { 300 } else { 10 },
+    )))
 }
 
 /// A Kubernetes Event when the phase changes (so `kubectl describe` tells the story without

@@ -517,44 +517,14 @@ fn write_keys(root: &Path, keys: &Keys) -> anyhow::Result<()> {
 /// A GET to a worker's control port: status code and body, or None when it does not answer
 /// within a second.
 async fn get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
-        let status = std::str::from_utf8(out.get(9..12)?).ok()?.parse().ok()?;
-        let body = out
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(Vec::new(), |i| out[i + 4..].to_vec());
-        Some((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(1), attempt)
-        .await
-        .ok()
-        .flatten()
+    crate::status::http_get(&format!("127.0.0.1:{port}"), path).await
 }
 
 async fn ready(port: u16) -> bool {
     get(port, "/readyz").await.is_some_and(|(s, _)| s == 200)
 }
 
-/// What the compositor reports about each destination (state, last error, retries, bitrate),
-/// as a pod's would be read by the operator.
+/// What the compositor reports about each destination, as the operator reads a pod's.
 async fn destinations(port: u16) -> Option<Vec<castyard_crd::DestinationStatus>> {
-    #[derive(serde::Deserialize)]
-    struct Report {
-        destinations: Vec<castyard_crd::DestinationStatus>,
-    }
-    let (200, body) = get(port, "/status").await? else {
-        return None;
-    };
-    serde_json::from_slice::<Report>(&body)
-        .ok()
-        .map(|r| r.destinations)
+    crate::status::compositor_destinations(&format!("127.0.0.1:{port}")).await
 }

@@ -90,16 +90,44 @@ fn ok(send: Reply, body: Value) {
 }
 
 fn setup() -> (Arc<Context>, Verifier) {
+    let (ctx, api) = setup_context();
+    (Arc::new(ctx), api)
+}
+
+fn setup_context() -> (Context, Verifier) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(svc, "default");
     (
-        Arc::new(Context::new(
-            client,
-            OperatorConfig::default(),
-            Some("operator-0".into()),
-        )),
+        Context::new(client, OperatorConfig::default(), Some("operator-0".into())),
         Verifier(handle),
     )
+}
+
+/// A compositor's control port on loopback answering `/status` with `report`; returns its
+/// address and the request lines it received.
+async fn fake_compositor(report: Value) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 2048];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            log.lock()
+                .unwrap()
+                .push(head.lines().next().unwrap_or("").to_owned());
+            let body = report.to_string();
+            let reply = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(reply.as_bytes()).await;
+        }
+    });
+    (addr, seen)
 }
 
 fn finalized(mut b: Broadcast) -> Arc<Broadcast> {
@@ -110,6 +138,28 @@ fn finalized(mut b: Broadcast) -> Arc<Broadcast> {
 fn ready_pod(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+/// A live broadcast's first calls: its key Secret is checked, then both workers' ConfigMaps
+/// and Services are applied. Returns what was applied.
+async fn live_config_and_services(api: &mut Verifier) -> Vec<Value> {
+    let (_, send) = api
+        .expect(Method::GET, &format!("{NS}/secrets/show-stream-keys"))
+        .await;
+    ok(
+        send,
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "show-stream-keys"}}),
+    );
+    let mut applied = vec![];
+    for path in [
+        "configmaps/show-sfu",
+        "configmaps/show-compositor",
+        "services/show-sfu",
+        "services/show-compositor",
+    ] {
+        applied.push(api.echo(Method::PATCH, &format!("{NS}/{path}")).await);
+    }
+    applied
 }
 
 const BC: &str = "/apis/castyard.dev/v1alpha1/namespaces/default/broadcasts/show";
@@ -248,22 +298,7 @@ async fn live_applies_both_workers_without_a_key_in_any_object() {
             .with_destination("yt", "rtmp://a.rtmp.youtube.com/live2"),
     );
     let server = tokio::spawn(async move {
-        let (_, send) = api
-            .expect(Method::GET, &format!("{NS}/secrets/show-stream-keys"))
-            .await;
-        ok(
-            send,
-            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "show-stream-keys"}}),
-        );
-        let mut applied = vec![];
-        for path in [
-            "configmaps/show-sfu",
-            "configmaps/show-compositor",
-            "services/show-sfu",
-            "services/show-compositor",
-        ] {
-            applied.push(api.echo(Method::PATCH, &format!("{NS}/{path}")).await);
-        }
+        let applied = live_config_and_services(&mut api).await;
         let (_, send) = api
             .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
             .await;
@@ -371,5 +406,68 @@ async fn a_settled_broadcast_writes_no_status_and_no_event() {
     assert!(
         api.0.next_request().await.is_none(),
         "no status write and no Event once nothing changed"
+    );
+}
+
+#[tokio::test]
+async fn a_running_compositor_reports_each_destination_into_the_status() {
+    let (mut ctx, mut api) = setup_context();
+    let (addr, seen) = fake_compositor(json!({
+        "destinations": [
+            {"name": "yt", "state": "Live", "retries": 0, "bitrateKbps": 2900},
+            {"name": "fb", "state": "Retrying", "lastError": "connection refused", "retries": 3, "bitrateKbps": 0}
+        ],
+        "frames": 900, "mediaMs": 30000, "encoderRestarts": 0, "inputs": {}
+    }))
+    .await;
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    ctx.worker_addr = Arc::new(move |service, ns, port| {
+        log.lock().unwrap().push(format!("{service}.{ns}:{port}"));
+        addr.clone()
+    });
+    let b = finalized(
+        Broadcast::test()
+            .live()
+            .with_destination("yt", "rtmp://a.rtmp.youtube.com/live2")
+            .with_destination("fb", "rtmps://live-api-s.facebook.com:443/rtmp"),
+    );
+    let server = tokio::spawn(async move {
+        live_config_and_services(&mut api).await;
+        for pod in ["show-sfu", "show-compositor"] {
+            let (_, send) = api.expect(Method::PATCH, &format!("{NS}/pods/{pod}")).await;
+            ok(send, ready_pod(pod));
+        }
+        let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
+        let s = &status["status"];
+        assert_eq!(s["phase"], "Live", "{s}");
+        assert_eq!(s["destinations"][0]["name"], "yt");
+        assert_eq!(s["destinations"][0]["state"], "Live");
+        assert_eq!(s["destinations"][0]["bitrateKbps"], 2900);
+        assert_eq!(s["destinations"][1]["state"], "Retrying");
+        assert_eq!(s["destinations"][1]["lastError"], "connection refused");
+        assert_eq!(s["liveDestinations"], 1);
+        let healthy = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "DestinationsHealthy")
+            .unwrap();
+        assert_eq!(healthy["status"], "False");
+        assert!(
+            healthy["message"].as_str().unwrap().contains("fb"),
+            "{healthy}"
+        );
+        ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+        api.event("Live", "Normal").await;
+    });
+    let action = reconcile(b, Arc::new(ctx)).await.expect("reconcile");
+    server.await.unwrap();
+    assert_eq!(*asked.lock().unwrap(), ["show-compositor.default:7890"]);
+    assert_eq!(*seen.lock().unwrap(), ["GET /status HTTP/1.0"]);
+    // Destination health changes with no object changing: a live show is looked at often.
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(10))
     );
 }
