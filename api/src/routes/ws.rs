@@ -144,6 +144,7 @@ pub async fn session<St, Si>(
         state: &state,
         user: user.as_ref(),
         joined: HashMap::new(),
+        counted: HashSet::new(),
         events: StreamMap::new(),
     };
     loop {
@@ -167,6 +168,9 @@ struct Conn<'a> {
     state: &'a AppState,
     user: Option<&'a AuthUser>,
     joined: HashMap<String, HashSet<ChatChannel>>,
+    /// Broadcasts whose viewer count this connection is in: the host and guests reading the
+    /// public chat from the studio are not an audience.
+    counted: HashSet<String>,
     events: StreamMap<String, BroadcastStream<Arc<Event>>>,
 }
 
@@ -205,17 +209,15 @@ impl Conn<'_> {
             .await?
             .ok_or(Error::NotFound("broadcast"))?
             .try_get("owner_id")?;
-        if channel == ChatChannel::Studio {
-            let allowed = self.user.is_some_and(|u| match u.role {
-                Role::Host => u.id == owner,
-                Role::Guest => u.broadcast_id.as_deref() == Some(broadcast_id.as_str()),
-                Role::Viewer => false,
-            });
-            if !allowed {
-                return Err(Error::Forbidden(
-                    "the studio channel is for the host and invited guests",
-                ));
-            }
+        let in_studio = self.user.is_some_and(|u| match u.role {
+            Role::Host => u.id == owner,
+            Role::Guest => u.broadcast_id.as_deref() == Some(broadcast_id.as_str()),
+            Role::Viewer => false,
+        });
+        if channel == ChatChannel::Studio && !in_studio {
+            return Err(Error::Forbidden(
+                "the studio channel is for the host and invited guests",
+            ));
         }
         let channels = self.joined.entry(broadcast_id.clone()).or_default();
         if !channels.insert(channel) {
@@ -226,7 +228,8 @@ impl Conn<'_> {
             self.events
                 .insert(broadcast_id.clone(), BroadcastStream::new(rx));
         }
-        if channel == ChatChannel::Public {
+        if channel == ChatChannel::Public && !in_studio {
+            self.counted.insert(broadcast_id.clone());
             self.state.hub.viewer_joined(&broadcast_id).await;
         }
         let history = history(self.state, &broadcast_id, channel).await?;
@@ -250,7 +253,7 @@ impl Conn<'_> {
             self.joined.remove(broadcast_id);
             self.events.remove(broadcast_id);
         }
-        if channel == ChatChannel::Public {
+        if channel == ChatChannel::Public && self.counted.remove(broadcast_id) {
             self.state.hub.viewer_left(broadcast_id).await;
         }
         vec![encode(&ServerMessage::Left {
@@ -261,7 +264,7 @@ impl Conn<'_> {
 
     async fn leave_all(&mut self) {
         for (bid, channels) in std::mem::take(&mut self.joined) {
-            if channels.contains(&ChatChannel::Public) {
+            if channels.contains(&ChatChannel::Public) && self.counted.remove(&bid) {
                 self.state.hub.viewer_left(&bid).await;
             }
         }

@@ -166,6 +166,11 @@ async fn studio_and_public_chat_stay_apart() {
     let joined = late.next_of("joined").await;
     assert_eq!(joined["history"][0]["text"], "hello from the audience");
     assert_eq!(joined["viewers"], 3);
+    // The host and guests reading the audience chat from the studio are not its audience.
+    for c in [&mut h, &mut g] {
+        c.send(json!({"type": "join", "broadcastId": id, "channel": "public"}));
+        assert_eq!(c.next_of("joined").await["viewers"], 3);
+    }
     // The same count on /metrics, under the Broadcast resource's name the workers use.
     let series = format!(r#"castyard_api_viewers{{broadcast="bc-{id}"}} 3"#);
     let metrics = app.get("/metrics", None).await.text();

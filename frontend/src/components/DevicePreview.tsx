@@ -1,6 +1,7 @@
 // Camera and microphone preview with device selection, before entering the studio.
 import { useEffect, useState } from "react";
 import { TrackVideo } from "./ui";
+import { useStudio } from "../stores/studio";
 
 export function DevicePreview({ onReady }: { onReady: (s: MediaStream | null) => void }) {
   const [devices, setDevices] = useState<MediaDeviceInfo[]>([]);
@@ -30,8 +31,8 @@ export function DevicePreview({ onReady }: { onReady: (s: MediaStream | null) =>
       });
     return () => {
       cancelled = true;
-      // The studio keeps the stream it joined with; only a replaced preview is stopped.
-      if (s && s !== (window as unknown as { castyardJoined?: MediaStream }).castyardJoined) s.getTracks().forEach((t) => t.stop());
+      // The studio owns the stream it joined with; only a replaced or abandoned preview is stopped.
+      if (s && s !== useStudio.getState().media) s.getTracks().forEach((t) => t.stop());
     };
   }, [camera, mic]);
   const cams = devices.filter((d) => d.kind === "videoinput");

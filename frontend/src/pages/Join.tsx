@@ -27,7 +27,6 @@ export default function Join() {
     try {
       await acceptInvite(invite, name);
       const token = useAuth.getState().token!;
-      (window as unknown as { castyardJoined?: MediaStream }).castyardJoined = media.current;
       studio.join(id, token, media.current);
       openChat(id, "studio", token);
     } catch (err) {

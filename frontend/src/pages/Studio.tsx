@@ -67,7 +67,6 @@ export default function Studio() {
   };
   const enter = () => {
     if (!media.current || !token) return;
-    (window as unknown as { castyardJoined?: MediaStream }).castyardJoined = media.current;
     studio.join(id, token, media.current);
     openChat(id, "studio", token);
     useAudienceChat.getState().open(id, "public", token);

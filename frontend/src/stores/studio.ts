@@ -34,6 +34,8 @@ export type Tiles = Record<string, Partial<Record<Source, MediaStreamTrack>>>;
 
 interface StudioState {
   status: "idle" | "joining" | "joined" | "reconnecting" | "left";
+  /** The camera and microphone the studio joined with: the studio owns them and stops them on leave. */
+  media: MediaStream | null;
   me: string | null;
   participants: Record<string, Participant>;
   tiles: Tiles;
@@ -190,6 +192,7 @@ export const useStudio = create<StudioState>((set, get) => {
 
   return {
     status: "idle",
+    media: null,
     me: null,
     participants: {},
     tiles: {},
@@ -200,9 +203,11 @@ export const useStudio = create<StudioState>((set, get) => {
     cameraOff: false,
     sharing: false,
     join: (broadcastId, token, media) => {
+      // Rejoining with the same camera must not stop it on the way.
+      if (session?.media === media) set({ media: null });
       get().leave();
       session = { broadcastId, token, media };
-      set({ status: "joining", error: null, tiles: {}, participants: {} });
+      set({ status: "joining", media, error: null, tiles: {}, participants: {} });
       connect();
     },
     leave: () => {
@@ -214,7 +219,9 @@ export const useStudio = create<StudioState>((set, get) => {
       ws = null;
       pc?.close();
       pc = null;
-      set({ status: "left", tiles: {}, participants: {}, me: null, sharing: false });
+      // Leaving turns the camera light off: nobody else holds these tracks.
+      get().media?.getTracks().forEach((t) => t.stop());
+      set({ status: "left", media: null, tiles: {}, participants: {}, me: null, sharing: false });
     },
     setMic: (muted) => {
       session?.media.getAudioTracks().forEach((t) => (t.enabled = !muted));
