@@ -145,6 +145,23 @@ try {
   viewer.setDefaultTimeout(T);
   await viewer.goto(`${base}/watch/${id}`);
   seen.watchTime = await advancing(viewer, '[data-testid="player"]', "the watch page");
+  // The guest's camera (Chrome's fake one is green) fills the middle of the show the viewer
+  // sees, not the compositor's dark "Reconnecting…" placeholder; HLS runs some seconds behind.
+  seen.showPixel = await viewer.evaluate(async () => {
+    const v = document.querySelector('[data-testid="player"]');
+    const c = document.createElement("canvas");
+    c.width = 64;
+    c.height = 36;
+    const g = c.getContext("2d");
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      g.drawImage(v, 0, 0, 64, 36);
+      const [r, gr, b] = g.getImageData(32, 18, 1, 1).data;
+      if (gr > 60 && gr > 1.5 * r && gr > 1.5 * b) return [r, gr, b];
+      if (Date.now() > deadline) throw new Error(`the guest's camera never showed in the show: rgb ${r},${gr},${b}`);
+      await new Promise((ok) => setTimeout(ok, 500));
+    }
+  });
 
   step("chat crosses the studio and the watch page");
   await viewer.getByLabel("Your name").fill("Vic Viewer");

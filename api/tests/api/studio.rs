@@ -467,6 +467,13 @@ fn the_web_studio_takes_a_host_from_sign_up_to_a_recording_with_a_guest_and_a_vi
     assert_eq!(seen["ok"], true, "{seen}");
     assert!(seen["watchTime"].as_f64().unwrap() > 0.5, "{seen}");
     assert!(seen["recordingTime"].as_f64().unwrap() > 0.5, "{seen}");
+    // The guest the host put on stage is in the composed show, under the layout chosen.
+    assert_eq!(
+        seen["scene"]["stage"],
+        serde_json::json!(["Gina Guest"]),
+        "{seen}"
+    );
+    assert_eq!(seen["scene"]["layout"], "spotlight", "{seen}");
     assert!(
         !seen["maskedKey"]
             .as_str()
