@@ -104,6 +104,10 @@ pub struct Peer {
     created: Instant,
     last_heard: Instant,
     next_timeout: Instant,
+    /// Something reached this peer's str0m (a datagram, media to send, a request, an SDP
+    /// change) since it was last drained. A peer neither dirty nor due is not polled: with a
+    /// dozen peers, polling all of them for every datagram was most of the SFU's CPU.
+    dirty: bool,
     counters: PeerCounters,
     /// Cumulative str0m stats per (mid, rid, ingress?), to turn them into counter deltas.
     last_stats: Vec<(Mid, Option<Rid>, bool, u64, u64)>,
@@ -207,6 +211,7 @@ impl Forwarder {
             created: now,
             last_heard: now,
             next_timeout: now,
+            dirty: true,
             counters: PeerCounters::default(),
             last_stats: Vec::new(),
         };
@@ -224,14 +229,22 @@ impl Forwarder {
             // Dropping its strong track references makes every subscriber stop them.
             self.events.push(CoreEvent::Gone { peer: id });
             self.taps.retain(|t| t.spec.origin != id);
+            // Its subscribers renegotiate the tracks they lose.
+            for p in &mut self.peers {
+                p.dirty = true;
+            }
         }
     }
 
+    /// A peer about to be changed from outside a poll: it is drained at the next one.
     fn peer(&mut self, id: PeerId) -> Result<&mut Peer, CoreError> {
-        self.peers
+        let p = self
+            .peers
             .iter_mut()
             .find(|p| p.id == id)
-            .ok_or(CoreError::NoPeer)
+            .ok_or(CoreError::NoPeer)?;
+        p.dirty = true;
+        Ok(p)
     }
 
     /// The peer's offer (publishing, or any change on its side); returns our answer.
@@ -384,6 +397,7 @@ impl Forwarder {
             return false;
         };
         peer.last_heard = now;
+        peer.dirty = true;
         if let Err(e) = peer.rtc.handle_input(input) {
             tracing::info!(peer = peer.id, "dropping a peer after bad input: {e}");
             peer.rtc.disconnect();
@@ -398,6 +412,7 @@ impl Forwarder {
             if now.saturating_duration_since(p.last_heard) > PEER_TIMEOUT {
                 tracing::info!(peer = p.id, "peer vanished");
                 p.rtc.disconnect();
+                p.dirty = true;
             }
             // A peer whose timers have not come due has nothing to do on a timeout; skipping it
             // keeps a packet for one peer from costing a timer pass over all of them.
@@ -412,7 +427,12 @@ impl Forwarder {
         loop {
             let mut timeout = now + Duration::from_millis(100);
             for p in &mut self.peers {
-                let t = p.drain(now, send, &mut self.queue, &mut self.events);
+                let t = if p.dirty || now >= p.next_timeout {
+                    p.dirty = false;
+                    p.drain(now, send, &mut self.queue, &mut self.events)
+                } else {
+                    p.next_timeout
+                };
                 timeout = timeout.min(t);
             }
             if self.queue.is_empty() {
@@ -486,6 +506,7 @@ impl Forwarder {
 
 impl Peer {
     fn subscribe(&mut self, track_in: Weak<TrackIn>) {
+        self.dirty = true;
         self.tracks_out.push(TrackOut {
             track_in,
             state: OutState::ToOpen,
@@ -693,6 +714,7 @@ impl Peer {
         if writer.request_keyframe(rid, kind).is_ok() {
             entry.last_keyframe_request = Some(now);
             self.counters.keyframe_requests += 1;
+            self.dirty = true;
         }
     }
 
@@ -731,6 +753,7 @@ impl Peer {
             Admit::Skip => return None,
             Admit::WaitKeyframe(rid) => return Some(rid),
         }
+        self.dirty = true;
         let writer = self.rtc.writer(mid)?;
         let pt = writer.match_params(data.params)?;
         if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
