@@ -407,9 +407,27 @@ fn bad_commands_change_nothing_and_a_killed_compositor_leaves_a_playable_recordi
         .unwrap();
     assert!(secs > 3.0, "{secs} s recorded before the kill");
 
-    // A new compositor on the same data comes back to the same scene.
+    // A new compositor on the same data comes back to the same scene, and finalizes the
+    // interrupted recording for the library: its manifest, with the length and a poster.
     let w2 = Worker::start(w.dir.take().unwrap(), &cfg);
     assert_eq!(w2.http("GET", "/scene", None).1, scene);
+    let manifest = PathBuf::from(format!("{}.json", recording.display()));
+    let until = Instant::now() + Duration::from_secs(20);
+    while !manifest.exists() {
+        assert!(
+            Instant::now() < until,
+            "no manifest for {}",
+            recording.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let ms = m["durationMs"].as_f64().unwrap();
+    assert!((ms / 1000.0 - secs).abs() < 0.5, "{m} vs {secs} s");
+    assert_eq!(m["part"], 0);
+    assert!(m["sizeBytes"].as_u64().unwrap() > 10_000, "{m}");
+    let poster = recording.with_file_name(m["poster"].as_str().unwrap());
+    assert!(poster.exists(), "{m}");
     let (status, _) = w2.terminate();
     assert!(status.success());
 }

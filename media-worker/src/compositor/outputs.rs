@@ -227,6 +227,7 @@ impl RemuxHandle {
 
 /// For a recording: the broadcast whose library it goes to. Each finished part gets a poster
 /// and a manifest as soon as it is final, so a part cut by an FFmpeg failure is listed too.
+#[derive(Clone, Debug)]
 pub struct Library {
     pub broadcast: String,
 }
@@ -316,6 +317,49 @@ pub fn spawn_remux(
         done
     });
     RemuxHandle { path, stop, task }
+}
+
+/// Registers a recording a killed compositor left unfinished: FFmpeg wrote it as fragmented
+/// MP4, so it plays up to the kill; its length comes from ffprobe (beside `ffmpeg`).
+pub async fn adopt(
+    ffmpeg: &std::path::Path,
+    lib: &Library,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let ffprobe = match ffmpeg.file_name().and_then(|n| n.to_str()) {
+        Some(n) if n.contains("ffmpeg") => ffmpeg.with_file_name(n.replace("ffmpeg", "ffprobe")),
+        _ => std::path::PathBuf::from("ffprobe"),
+    };
+    let out = tokio::process::Command::new(&ffprobe)
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await?;
+    let secs: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{} is not a readable recording: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?;
+    let size_bytes = tokio::fs::metadata(path).await?.len();
+    anyhow::ensure!(secs > 0.0 && size_bytes > 0, "{} is empty", path.display());
+    let done = remux::Finished {
+        duration_ms: (secs * 1000.0) as u64,
+        size_bytes,
+    };
+    register(ffmpeg, lib, path, done, super::recording::part_of(path)).await
 }
 
 /// A poster, then the manifest that tells the library the recording is final.

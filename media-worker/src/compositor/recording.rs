@@ -125,9 +125,63 @@ pub fn pending(media_root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Recordings a killed compositor left without a manifest in `dir`: each `.mp4` with neither a
+/// manifest nor a taken one beside it. Only a compositor starting on its own data asks, before
+/// it records anything, so none of them is still being written.
+pub fn orphans(dir: &Path) -> Vec<PathBuf> {
+    let Ok(files) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = files
+        .flatten()
+        .map(|f| f.path())
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            name.is_some_and(|n| n.ends_with(".mp4") && !n.starts_with('.'))
+                && !p.with_extension(format!("mp4{SUFFIX}")).exists()
+                && !p
+                    .with_extension(format!("mp4{SUFFIX}{DONE_SUFFIX}"))
+                    .exists()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The part number in a recording's name (`<name>.partN.mp4`), 0 for the first.
+pub fn part_of(path: &Path) -> u32 {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.rsplit_once(".part"))
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orphans_are_recordings_without_any_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in [
+            "bc-1.mp4",
+            "bc-1.mp4.json",
+            "bc-2.mp4",
+            "bc-2.mp4.json.registered",
+            "bc-3.mp4",
+            "bc-3.part2.mp4",
+            ".hidden.mp4",
+            "bc-3.jpg",
+        ] {
+            std::fs::write(d.join(f), b"x").unwrap();
+        }
+        assert_eq!(orphans(d), [d.join("bc-3.mp4"), d.join("bc-3.part2.mp4")]);
+        assert_eq!(part_of(&d.join("bc-3.part2.mp4")), 2);
+        assert_eq!(part_of(&d.join("bc-3.mp4")), 0);
+        assert!(orphans(&d.join("missing")).is_empty());
+    }
 
     const B: &str = "bc-0b7c4a52-2f0e-4b43-9a3e-1f6f3d7f6a01";
 

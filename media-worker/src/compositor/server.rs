@@ -194,6 +194,23 @@ impl Compositor {
             .hls
             .enabled
             .then(|| start_hls(&opts, &channel, c.hls.low_latency));
+        // What a killed predecessor was recording is final now: it goes to the library too.
+        let library = super::outputs::Library {
+            broadcast: c.broadcast.clone(),
+        };
+        for orphan in super::recording::orphans(&opts.data_dir.join("recordings")) {
+            let (ffmpeg, lib) = (opts.ffmpeg.clone(), library.clone());
+            tokio::spawn(async move {
+                match super::outputs::adopt(&ffmpeg, &lib, &orphan).await {
+                    Ok(()) => {
+                        tracing::info!(recording = %orphan.display(), "an interrupted recording was finalized")
+                    }
+                    Err(e) => {
+                        tracing::warn!(recording = %orphan.display(), error = %format!("{e:#}"), "cannot finalize an interrupted recording")
+                    }
+                }
+            });
+        }
         let recording = c.recording.then(|| start_recording(&opts, &channel));
         let settings = Settings {
             ffmpeg: opts.ffmpeg.clone(),
