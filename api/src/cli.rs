@@ -252,6 +252,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let media_ip = args.media_ip.unwrap_or_else(default_route_ip);
     tracing::info!(%media_ip, "studio media (WebRTC over UDP) goes to this address");
     local.media_ip = Some(media_ip.to_string());
+    // Brand pictures the host uploads are drawn by the compositors straight from the uploads.
+    local.assets_dir = Some(data_dir.join("uploads"));
     let workers = Arc::new(LocalBackend::new(local));
     let mut s = settings(Mode::Embedded, data_dir.clone(), args.listen, &args.common);
     let rtmp = if args.no_rtmp_ingest {

@@ -124,6 +124,16 @@ try {
   await host.getByRole("button", { name: "Stop ticker" }).waitFor();
   await host.waitForSelector('button:has-text("Stop ticker"):not([disabled])');
 
+  step("put a logo on the show");
+  // A 1x1 PNG, uploaded to the host's library and drawn by the compositor from there.
+  const png = Buffer.from(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478" +
+      "9c6300010000050001 0d0a2db40000000049454e44ae426082".replace(" ", ""),
+    "hex",
+  );
+  await host.getByLabel("Logo (PNG or JPEG)").setInputFiles({ name: "logo.png", mimeType: "image/png", buffer: png });
+  await host.getByRole("button", { name: "Remove logo" }).waitFor();
+
   step("the guest is in the composed show");
   // The compositor follows the SFU's stage: the guest is on its stage with the camera on.
   seen.scene = await host.evaluate(async (id) => {
@@ -134,7 +144,7 @@ try {
       const scene = r.ok ? await r.json() : null;
       const onStage = scene ? scene.stage.map((p) => scene.participants[p]) : [];
       const gina = onStage.find((p) => p.name === "Gina Guest");
-      if (gina && gina.video) return { stage: onStage.map((p) => p.name), layout: scene.layout };
+      if (gina && gina.video) return { stage: onStage.map((p) => p.name), layout: scene.layout, logo: scene.brand.logo };
       if (Date.now() > deadline) throw new Error(`the guest never reached the show: ${JSON.stringify(scene)}`);
       await new Promise((r) => setTimeout(r, 500));
     }

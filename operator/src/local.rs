@@ -38,6 +38,8 @@ pub struct LocalConfig {
     /// Each compositor's scene, HLS and recordings go under `<media_root>/<broadcast>/`, which
     /// outlives the broadcast's workers (unlike `root`).
     pub media_root: PathBuf,
+    /// Brand pictures (the API's uploads, `<id>.<ext>`), which compositors draw from.
+    pub assets_dir: Option<PathBuf>,
     /// What workers advertise as their pod and node IP.
     pub advertise_ip: String,
     /// The IP the SFU tells browsers to send media to (CASTYARD_ADVERTISE_IP), when it is not
@@ -58,6 +60,7 @@ impl LocalConfig {
         Self {
             program,
             media_root: root.with_file_name("media"),
+            assets_dir: None,
             root,
             advertise_ip: "127.0.0.1".into(),
             media_ip: None,
@@ -285,6 +288,10 @@ impl LocalBackend {
             let broadcast = dir.file_name().unwrap_or_default();
             args.push("--data-dir".into());
             args.push(self.cfg.media_root.join(broadcast).display().to_string());
+            if let Some(assets) = &self.cfg.assets_dir {
+                args.push("--assets-dir".into());
+                args.push(assets.display().to_string());
+            }
         }
         let launch = Launch {
             program: self.cfg.program.clone(),

@@ -14,7 +14,7 @@ use crate::auth::AuthUser;
 use crate::error::{Error, PathParams, Result};
 use crate::routes::broadcasts::load_owned;
 use crate::state::AppState;
-use castyard_media_worker::compositor::scene::Command;
+use castyard_media_worker::compositor::scene::{Brand, Command};
 
 /// Commands a host sends. Who is on stage, speaking, muted or sharing comes from the studio (the
 /// SFU), not from here.
@@ -31,6 +31,43 @@ fn allowed(cmd: &Command) -> bool {
             | Command::SetBrand { .. }
             | Command::Gain { .. }
     )
+}
+
+/// The host names brand pictures by upload id; the compositor draws files. Each must be one of
+/// the host's own uploads of that kind, and becomes its file name (`<id>.<ext>`) in the
+/// compositor's assets folder, which is the uploads folder.
+async fn brand_files(state: &AppState, user: &AuthUser, mut brand: Brand) -> Result<Brand> {
+    for (kind, slot) in [
+        ("logo", &mut brand.logo),
+        ("background", &mut brand.background),
+        ("overlay", &mut brand.overlay),
+    ] {
+        // The scene names the file (`<id>.<ext>`), so a brand read back and sent again works.
+        let Some(id) = slot.as_deref().and_then(|s| s.split('.').next()) else {
+            continue;
+        };
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT path, content_type FROM uploads WHERE id = $1 AND owner_id = $2 AND kind = $3",
+        )
+        .bind(id)
+        .bind(&user.id)
+        .bind(kind)
+        .fetch_optional(&state.db.pool)
+        .await?;
+        let Some((path, content_type)) = row else {
+            return Err(Error::validation(format!(
+                "{kind} {id:?} is not one of your {kind} uploads"
+            )));
+        };
+        if !matches!(content_type.as_str(), "image/png" | "image/jpeg") {
+            return Err(Error::validation(format!(
+                "the show draws PNG and JPEG pictures; this {kind} is {content_type}"
+            )));
+        }
+        let file = path.rsplit('/').next().unwrap_or(&path);
+        *slot = Some(file.to_owned());
+    }
+    Ok(brand)
 }
 
 /// The compositor's control address, or 409 when the show is not running.
@@ -97,7 +134,8 @@ pub async fn get_scene(
 
 /// Change the live scene: `{"type":"show-banner","banner":{"text":"…","style":"banner"}}`,
 /// `hide-banner`, `ticker` (`text`, or null to stop), `show-slate` / `hide-slate`,
-/// `set-layout`, `pin`, `set-brand` (`color`), `gain`. The next frame shows it.
+/// `set-layout`, `pin`, `set-brand` (`color`, and `logo`, `background`, `overlay` as ids of the
+/// host's uploads of that kind), `gain`. The next frame shows it.
 #[utoipa::path(post, path = "/{id}/scene", tag = "broadcasts", security(("bearer" = [])),
     request_body(content = Object, description = "one scene command"),
     responses((status = 200, body = Object, description = "the scene after the change"),
@@ -118,6 +156,17 @@ pub async fn post_scene(
             "who is on stage, speaking, muted or sharing is set from the studio, not here",
         ));
     }
+    // Bad input is refused whether or not the show runs.
+    let body = match cmd {
+        Command::SetBrand { brand } => {
+            let brand = brand_files(&state, &user, brand).await?;
+            Bytes::from(
+                serde_json::to_vec(&Command::SetBrand { brand })
+                    .map_err(|e| Error::Internal(e.into()))?,
+            )
+        }
+        _ => body,
+    };
     let addr = control(&state, &user, &id).await?;
     match relay(&addr, "POST", Some(body)).await? {
         (200, scene) => Ok(Json(scene)),

@@ -4,8 +4,13 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 
 use crate::common::{TestApp, both};
+use serde_json::json;
 
-both!(recordings_library, uploads_are_sniffed_and_contained);
+both!(
+    recordings_library,
+    uploads_are_sniffed_and_contained,
+    brand_pictures_are_the_hosts_own_png_or_jpeg_uploads
+);
 
 async fn add_recording(app: &TestApp, owner_token: &str, bytes: &[u8]) -> String {
     let owner = app.get("/api/auth/me", Some(owner_token)).await.json["id"]
@@ -315,4 +320,58 @@ async fn uploads_are_sniffed_and_contained(app: TestApp) {
         StatusCode::NO_CONTENT
     );
     assert!(!stored.exists());
+}
+
+async fn upload(app: &TestApp, token: &str, kind: &str, name: &str, bytes: &[u8]) -> String {
+    let (ct, body) = multipart(name, "application/octet-stream", bytes);
+    let up = app
+        .raw(
+            Method::POST,
+            &format!("/api/upload?kind={kind}"),
+            Some(token),
+            &ct,
+            body,
+        )
+        .await;
+    assert_eq!(up.status, StatusCode::CREATED, "{}", up.text());
+    up.json["id"].as_str().unwrap().to_owned()
+}
+
+async fn brand_pictures_are_the_hosts_own_png_or_jpeg_uploads(app: TestApp) {
+    let host = app.host("host@example.com").await;
+    let other = app.host("other@example.com").await;
+    let b = app
+        .post(
+            "/api/broadcasts",
+            Some(&host),
+            json!({"title": "Brand show"}),
+        )
+        .await;
+    let scene = format!("/api/broadcasts/{}/scene", b.json["id"].as_str().unwrap());
+    let logo = upload(&app, &host, "logo", "logo.png", PNG).await;
+    let theirs = upload(&app, &other, "logo", "logo.png", PNG).await;
+    // WebP is a fine upload for the web pages, but the show draws PNG and JPEG only.
+    let webp = [b"RIFF\x1a\x00\x00\x00WEBPVP8 ".as_slice(), &[0u8; 32]].concat();
+    let webp = upload(&app, &host, "logo", "logo.webp", &webp).await;
+    let brand = |field: &str, id: &str| json!({"type": "set-brand", "brand": {field: id}});
+    for (cmd, why) in [
+        (brand("logo", &theirs), "is not one of your logo uploads"),
+        (
+            brand("background", &logo),
+            "is not one of your background uploads",
+        ),
+        (brand("logo", &webp), "draws PNG and JPEG"),
+    ] {
+        let r = app.post(&scene, Some(&host), cmd.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{cmd}: {}",
+            r.text()
+        );
+        assert!(r.text().contains(why), "{cmd}: {}", r.text());
+    }
+    // The host's own PNG passes the checks; with no show running, that is the only answer.
+    let r = app.post(&scene, Some(&host), brand("logo", &logo)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
 }

@@ -311,6 +311,15 @@ fn going_live_composes_the_show_and_reports_each_destination() {
             "set from the studio",
         ),
         (r#"{"type":"set-brand","brand":{"color":"red; drop"}}"#, ""),
+        // Brand pictures are the host's own uploads, named by id: nothing else reaches a path.
+        (
+            r#"{"type":"set-brand","brand":{"logo":"0b7e4f2a-0000-4000-8000-000000000000"}}"#,
+            "is not one of your logo uploads",
+        ),
+        (
+            r#"{"type":"set-brand","brand":{"overlay":"../../master.key"}}"#,
+            "is not one of your overlay uploads",
+        ),
         ("not json", "not a scene command"),
     ] {
         let (line, body) = http(up.port, "POST", &scene_url, Some(&token), bad);
@@ -474,6 +483,11 @@ fn the_web_studio_takes_a_host_from_sign_up_to_a_recording_with_a_guest_and_a_vi
         "{seen}"
     );
     assert_eq!(seen["scene"]["layout"], "spotlight", "{seen}");
+    // The logo uploaded in the studio is drawn by the compositor from the uploads folder.
+    let logo = seen["scene"]["logo"].as_str().unwrap();
+    assert!(logo.ends_with(".png"), "{seen}");
+    let uploads = dir.path().join("data").join("uploads");
+    assert!(uploads.join(logo).exists(), "{seen}");
     assert!(
         !seen["maskedKey"]
             .as_str()

@@ -279,7 +279,8 @@ export interface paths {
         /**
          * Change the live scene: `{"type":"show-banner","banner":{"text":"…","style":"banner"}}`,
          *     `hide-banner`, `ticker` (`text`, or null to stop), `show-slate` / `hide-slate`,
-         *     `set-layout`, `pin`, `set-brand` (`color`), `gain`. The next frame shows it.
+         *     `set-layout`, `pin`, `set-brand` (`color`, and `logo`, `background`, `overlay` as ids of the
+         *     host's uploads of that kind), `gain`. The next frame shows it.
          */
         post: operations["post_scene"];
         delete?: never;

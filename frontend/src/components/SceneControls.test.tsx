@@ -35,4 +35,23 @@ describe("scene controls", () => {
     fireEvent.click(screen.getByRole("button", { name: "Apply colour" }));
     await waitFor(() => expect(screen.getByRole("alert").textContent).toBe("bad colour"));
   });
+
+  it("upload a brand picture, then put it into the brand keeping the colour", async () => {
+    const fetch = vi
+      .fn()
+      .mockResolvedValueOnce(reply({ brand: { color: "#112233" } }))
+      .mockResolvedValueOnce(reply({ id: "up-1" }, 201))
+      .mockResolvedValueOnce(reply({ brand: { color: "#112233", logo: "up-1.png" } }));
+    vi.stubGlobal("fetch", fetch);
+    render(<SceneControls broadcastId="b" layout="grid" running setLayout={async () => {}} />);
+    await waitFor(() => expect(fetch).toHaveBeenCalledTimes(1));
+    const file = new File([new Uint8Array([0x89, 0x50, 0x4e, 0x47])], "logo.png", { type: "image/png" });
+    fireEvent.change(screen.getByLabelText("Logo (PNG or JPEG)"), { target: { files: [file] } });
+    await waitFor(() => expect(screen.getByRole("button", { name: "Remove logo" })).toBeTruthy());
+    const [upUrl, upInit] = fetch.mock.calls[1];
+    expect(upUrl).toBe("/api/upload?kind=logo");
+    expect(upInit.body).toBeInstanceOf(FormData);
+    expect(upInit.headers["Content-Type"]).toBeUndefined();
+    expect(JSON.parse(fetch.mock.calls[2][1].body)).toEqual({ type: "set-brand", brand: { color: "#112233", logo: "up-1" } });
+  });
 });

@@ -1,5 +1,5 @@
-// The host's live scene: banners and lower thirds, the ticker, a "starting soon" slate and the
-// brand colour, sent to the compositor through the API; the layout is part of the spec.
+// The host's live scene: banners and lower thirds, the ticker, a "starting soon" slate, the
+// brand colour and pictures, sent to the compositor through the API; the layout is part of the spec.
 import { useEffect, useState, type FormEvent } from "react";
 import { api, type Layout } from "../api/client";
 
@@ -9,8 +9,12 @@ interface Scene {
   banner?: { text: string; style: "banner" | "lower-third" } | null;
   ticker?: string | null;
   slate?: unknown;
-  brand?: { color?: string | null };
+  brand?: Brand;
 }
+
+type Picture = "logo" | "background" | "overlay";
+type Brand = { color?: string | null } & Partial<Record<Picture, string | null>>;
+const PICTURES: Picture[] = ["logo", "background", "overlay"];
 
 export function SceneControls({
   broadcastId,
@@ -46,6 +50,22 @@ export function SceneControls({
       setBusy(false);
     }
   };
+  // A picture is uploaded to the host's library, then put into the brand by its id.
+  const setPicture = async (kind: Picture, file: File | undefined) => {
+    if (!file) return;
+    setBusy(true);
+    setError(null);
+    try {
+      const form = new FormData();
+      form.append("file", file);
+      const up = await api<{ id: string }>("POST", `/api/upload?kind=${kind}`, form);
+      setScene(await api<Scene>("POST", url, { type: "set-brand", brand: { ...(scene?.brand ?? {}), [kind]: up.id } }));
+    } catch (e) {
+      setError((e as Error).message);
+    } finally {
+      setBusy(false);
+    }
+  };
   const showBanner = (e: FormEvent) => {
     e.preventDefault();
     void send({ type: "show-banner", banner: { text: banner, style } });
@@ -61,7 +81,7 @@ export function SceneControls({
           </button>
         ))}
       </div>
-      {!running && <p className="text-xs text-zinc-400">Banners, the ticker, slates and the brand colour apply while the show runs (live or recording).</p>}
+      {!running && <p className="text-xs text-zinc-400">Banners, the ticker, slates and the brand apply while the show runs (live or recording).</p>}
       {error && <p role="alert" className="text-sm text-red-300">{error}</p>}
       <form onSubmit={showBanner} className="space-y-2" aria-label="Banner">
         <label className="label" htmlFor="banner-text">Banner text</label>
@@ -90,7 +110,19 @@ export function SceneControls({
         <input id="brand-color" type="color" value={color} onChange={(e) => setColor(e.target.value)} className="h-8 w-10 bg-transparent" />
         <button className="btn" disabled={off} onClick={() => void send({ type: "set-brand", brand: { ...(scene?.brand ?? {}), color } })}>Apply colour</button>
       </div>
-      <p className="text-xs text-zinc-500">Logo, background and overlay pictures: uploads do not reach the compositor yet.</p>
+      <div className="grid gap-2 sm:grid-cols-3" role="group" aria-label="Brand pictures">
+        {PICTURES.map((kind) => (
+          <div key={kind} className="space-y-1">
+            <label className="label" htmlFor={`brand-${kind}`}>{kind[0].toUpperCase() + kind.slice(1)} (PNG or JPEG)</label>
+            <input id={`brand-${kind}`} type="file" accept="image/png,image/jpeg" disabled={off} className="block w-full text-xs" onChange={(e) => void setPicture(kind, e.target.files?.[0])} />
+            {scene?.brand?.[kind] && (
+              <button type="button" className="btn text-xs" disabled={off} onClick={() => void send({ type: "set-brand", brand: { ...scene.brand, [kind]: null } })}>
+                Remove {kind}
+              </button>
+            )}
+          </div>
+        ))}
+      </div>
     </section>
   );
 }
