@@ -72,3 +72,4 @@ bench:
 	cargo bench -p castyard-operator --bench converge
 	cargo bench -p castyard-media-worker --bench sfu
 	cargo bench -p castyard-media-worker --bench compositor
+	cd frontend && npm run --silent build && node bench/studio.mjs

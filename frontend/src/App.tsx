@@ -1,5 +1,5 @@
 // Routes and the frame around them: sidebar navigation, the signed-in user.
-import { lazy, Suspense, useEffect } from "react";
+import { lazy, Suspense, useEffect, useState, type ComponentType } from "react";
 import { BrowserRouter, Link, NavLink, Navigate, Route, Routes, useLocation } from "react-router-dom";
 import { useAuth } from "./stores/auth";
 import { Home } from "./pages/Home";
@@ -9,9 +9,24 @@ import { BroadcastEdit } from "./pages/BroadcastEdit";
 import { Watch } from "./pages/Watch";
 import { Library } from "./pages/Library";
 
-// The studio (WebRTC, devices) loads only when someone opens it.
-const Studio = lazy(() => import("./pages/Studio"));
-const Join = lazy(() => import("./pages/Join"));
+// The studio (WebRTC, devices) loads only when someone opens it. Opened directly (a bookmark,
+// an invite link), its code downloads while the session is restored, and once there it renders
+// at once: through lazy() it would suspend anyway, and React holds a revealed Suspense
+// boundary back for 300 ms.
+function preloaded(load: () => Promise<{ default: ComponentType }>, now: boolean): ComponentType {
+  let loaded: ComponentType | null = null;
+  const promise = () => load().then((m) => (loaded = m.default) && m);
+  if (now) void promise();
+  const Lazy = lazy(promise);
+  return function Page() {
+    // Chosen once per mount: switching from Lazy to the loaded page would remount it.
+    const [Chosen] = useState<ComponentType>(() => loaded ?? Lazy);
+    return <Chosen />;
+  };
+}
+const path = typeof location === "undefined" ? "" : location.pathname;
+const Studio = preloaded(() => import("./pages/Studio"), path.startsWith("/studio/"));
+const Join = preloaded(() => import("./pages/Join"), path.startsWith("/join/"));
 
 function RequireHost({ children }: { children: React.ReactNode }) {
   const { user, ready } = useAuth();
