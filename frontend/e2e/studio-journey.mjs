@@ -5,7 +5,7 @@
 // ends, and the recording plays from the library.
 // Usage: node e2e/studio-journey.mjs <base URL> <rtmp port> <screenshot dir>
 // Prints one JSON line of what it saw; exits non-zero on the first failed expectation.
-import { launch } from "./browser.mjs";
+import { advancing, launch } from "./browser.mjs";
 import { mkdirSync } from "node:fs";
 
 const [base, rtmpPort, shots] = process.argv.slice(2);
@@ -19,18 +19,6 @@ const seen = {};
 const step = (name) => {
   seen.step = name;
 };
-
-// A <video>'s playback position, sampled twice: it must move forward.
-async function advancing(page, selector, what) {
-  const deadline = Date.now() + 40_000;
-  for (;;) {
-    const a = await page.$eval(selector, (v) => v.currentTime).catch(() => 0);
-    await page.waitForTimeout(1500);
-    const b = await page.$eval(selector, (v) => v.currentTime).catch(() => 0);
-    if (b > a && b > 0.5) return b;
-    if (Date.now() > deadline) throw new Error(`${what}: currentTime stuck at ${b}`);
-  }
-}
 
 const browser = await launch();
 try {

@@ -170,6 +170,11 @@ impl Ingest {
             .cloned()
     }
 
+    /// Whether the broadcast has a publisher now (its HTTP-FLV can be watched).
+    pub fn is_live(&self, broadcast_id: &str) -> bool {
+        self.live(broadcast_id).is_some()
+    }
+
     /// A live ingest's tags from its last keyframe on, for an HTTP-FLV viewer; None when the
     /// broadcast has no publisher. The receiver closes when the publish ends; the viewer is
     /// counted until it is dropped.

@@ -54,6 +54,9 @@ pub struct StreamView {
     pub thumbnail_url: Option<String>,
     /// The HLS playlist; absent until an RTMP ingest (or the compositor) publishes one.
     pub hls_url: Option<String>,
+    /// Low-latency HTTP-FLV of a live RTMP ingest (flv.js, mpegts.js, ffplay); absent for a
+    /// studio show and when no publisher is live.
+    pub flv_url: Option<String>,
     pub watch_url: String,
 }
 
@@ -105,6 +108,11 @@ fn to_view(state: &AppState, r: &sqlx::any::AnyRow) -> Result<StreamView> {
             .hls_file(&id, "index.m3u8")
             .is_some()
             .then(|| format!("{}/hls/{id}/index.m3u8", state.settings.public_url)),
+        flv_url: state
+            .ingest
+            .get()
+            .is_some_and(|i| i.is_live(&id))
+            .then(|| format!("{}/live/{id}.flv", state.settings.public_url)),
         id,
     })
 }

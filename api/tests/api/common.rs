@@ -263,3 +263,20 @@ impl Reply {
         code.to_owned()
     }
 }
+
+/// Runs a browser script from `frontend/e2e/` (Debian chromium through playwright-core) and
+/// returns the JSON of its last line; a failed expectation fails the test with its output.
+pub fn e2e(script: &str, args: &[&str]) -> Value {
+    let frontend = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../frontend");
+    let out = std::process::Command::new("node")
+        .current_dir(&frontend)
+        .arg(format!("e2e/{script}"))
+        .args(args)
+        .output()
+        .expect("node runs (scripts/test-deps.sh installs it with chromium and playwright-core)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"))
+}

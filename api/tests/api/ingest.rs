@@ -46,10 +46,24 @@ async fn rig_with(tune: impl FnOnce(&mut IngestConfig)) -> Rig {
 }
 
 async fn rig_on(postgres: bool, tune: impl FnOnce(&mut IngestConfig)) -> Rig {
+    rig_full(postgres, None, tune).await
+}
+
+/// `web`: the address the app will be served at, with the built frontend, for a browser.
+async fn rig_full(
+    postgres: bool,
+    web: Option<String>,
+    tune: impl FnOnce(&mut IngestConfig),
+) -> Rig {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rtmp = listener.local_addr().unwrap().port();
     let settings = |s: &mut castyard_api::Settings| {
         s.ingest_url = Some(format!("rtmp://127.0.0.1:{rtmp}/live"));
+        if let Some(base) = web {
+            s.public_url = base;
+            let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../frontend/dist");
+            s.web_dir = Some(dist);
+        }
     };
     let app = if postgres {
         TestApp::postgres_with(settings).await
@@ -812,4 +826,38 @@ async fn garbage_and_handshake_floods_do_not_keep_a_publisher_out() {
     rig.wait_state("Ended").await;
     assert_eq!(rig.recordings().await.len(), 1);
     drop(flood);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_page_plays_a_live_ingest_over_http_flv() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let rig = rig_full(false, Some(base.clone()), |_| {}).await;
+    let key = rig.new_key().await;
+    let mut publisher = publish(key["url"].as_str().unwrap(), 40, true);
+    rig.wait_state("Live").await;
+    let stream = rig.app.get(&format!("/api/streams/{}", rig.id), None).await;
+    let flv = stream.json["flvUrl"].as_str().unwrap().to_owned();
+    assert!(
+        flv.ends_with(&format!("/live/{}.flv", rig.id)),
+        "{}",
+        stream.json
+    );
+    let router = castyard_api::app(rig.app.state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let id = rig.id.clone();
+    let seen =
+        tokio::task::spawn_blocking(move || crate::common::e2e("ingest-watch.mjs", &[&base, &id]))
+            .await
+            .unwrap();
+    assert_eq!(seen["player"], "flv", "{seen}");
+    assert_eq!(seen["size"], json!([640, 360]), "{seen}");
+    assert!(seen["time"].as_f64().unwrap() > 0.5, "{seen}");
+    assert_eq!(seen["flv"][0], format!("/live/{}.flv", rig.id), "{seen}");
+    let _ = publisher.kill();
+    let _ = exited(publisher).await;
+    // No publisher, no FLV address.
+    rig.wait_state("Ended").await;
+    let stream = rig.app.get(&format!("/api/streams/{}", rig.id), None).await;
+    assert!(stream.json["flvUrl"].is_null(), "{}", stream.json);
 }

@@ -6,6 +6,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::cli::{Up, http, wait_for_phase};
+use crate::common::e2e;
 
 fn media_worker() -> std::path::PathBuf {
     // Cargo builds every workspace binary into the same directory before tests run.
@@ -13,20 +14,6 @@ fn media_worker() -> std::path::PathBuf {
 }
 
 /// Runs a browser script from frontend/e2e/ and returns the JSON line it ends with; it must exit 0.
-fn e2e(script: &str, args: &[&str]) -> Value {
-    let frontend = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../frontend");
-    let out = Command::new("node")
-        .current_dir(&frontend)
-        .arg(format!("e2e/{script}"))
-        .args(args)
-        .output()
-        .expect("node runs (scripts/test-deps.sh installs it with chromium and playwright-core)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    json(stdout.lines().last().unwrap())
-}
-
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
 }

@@ -688,6 +688,11 @@ export interface components {
         StreamView: {
             description: string;
             endedAt?: string | null;
+            /**
+             * @description Low-latency HTTP-FLV of a live RTMP ingest (flv.js, mpegts.js, ffplay); absent for a
+             *     studio show and when no publisher is live.
+             */
+            flvUrl?: string | null;
             /** @description The HLS playlist; absent until an RTMP ingest (or the compositor) publishes one. */
             hlsUrl?: string | null;
             hostName: string;

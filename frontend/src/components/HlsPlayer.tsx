@@ -43,7 +43,7 @@ export function HlsPlayer({ src, lowLatency, poster }: { src: string; lowLatency
   }, [src, lowLatency]);
   return (
     <div>
-      <video ref={ref} data-testid="player" aria-label="Live video" controls muted playsInline poster={poster ?? undefined} className="aspect-video w-full rounded-lg bg-black" />
+      <video ref={ref} data-testid="player" data-player="hls" aria-label="Live video" controls muted playsInline poster={poster ?? undefined} className="aspect-video w-full rounded-lg bg-black" />
       {error && <p role="status" className="mt-1 text-sm text-amber-300">{error}</p>}
     </div>
   );

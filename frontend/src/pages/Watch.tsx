@@ -5,6 +5,7 @@ import { api, type StreamView } from "../api/client";
 import { useAuth } from "../stores/auth";
 import { useRealtime } from "../stores/realtime";
 import { HlsPlayer } from "../components/HlsPlayer";
+import { FlvPlayer } from "../components/FlvPlayer";
 import { Chat } from "../components/Chat";
 import { ErrorBanner, Page } from "../components/ui";
 
@@ -51,6 +52,8 @@ export function Watch() {
         <div>
           {ended ? (
             <div data-testid="ended" className="flex aspect-video items-center justify-center rounded-lg bg-zinc-900 text-lg">This stream has ended.</div>
+          ) : s?.flvUrl ? (
+            <FlvPlayer src={s.flvUrl} hls={s.hlsUrl} poster={s.thumbnailUrl} />
           ) : s?.hlsUrl ? (
             <HlsPlayer src={s.hlsUrl} poster={s.thumbnailUrl} />
           ) : (
