@@ -13,6 +13,9 @@ vi.mock("hls.js", () => ({ default: { isSupported: () => false } }));
 
 import { FlvPlayer } from "./FlvPlayer";
 
+// jsdom has no media playback.
+HTMLMediaElement.prototype.play = () => Promise.resolve();
+
 afterEach(cleanup);
 
 describe("the FLV player", () => {

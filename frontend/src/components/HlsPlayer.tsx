@@ -15,14 +15,14 @@ export function HlsPlayer({ src, lowLatency, poster }: { src: string; lowLatency
       if (cancelled) return;
       if (!Hls.isSupported()) {
         video.src = src;
-        video.play().catch(() => undefined);
+        void Promise.resolve(video.play()).catch(() => undefined);
         return;
       }
       const hls = new Hls({ lowLatencyMode: !!lowLatency, liveSyncDurationCount: lowLatency ? 2 : 3 });
       destroy = () => hls.destroy();
       hls.loadSource(src);
       hls.attachMedia(video);
-      hls.on(Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => undefined));
+      hls.on(Hls.Events.MANIFEST_PARSED, () => void Promise.resolve(video.play()).catch(() => undefined));
       hls.on(Hls.Events.ERROR, (_e, data) => {
         if (!data.fatal) return;
         if (data.type === Hls.ErrorTypes.NETWORK_ERROR) {
