@@ -285,7 +285,19 @@ async fn postgres_fans_out_across_replicas() {
     }
     let (a, b) = (&replicas[0], &replicas[1]);
     let (id, host, _, viewer) = show(a).await;
-    let mut on_a = Client::connect(a, Some(&host));
+    // A second viewer (the host reading the chat is studio, not audience, so not counted).
+    let viewer_a = a
+        .post(
+            "/api/auth/viewer",
+            None,
+            json!({"broadcastId": id, "displayName": "Val"}),
+        )
+        .await
+        .json["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut on_a = Client::connect(a, Some(&viewer_a));
     let mut on_b = Client::connect(b, Some(&viewer));
     let mut anon_b = Client::connect(b, None);
     on_a.send(json!({"type": "join", "broadcastId": id, "channel": "public"}));
