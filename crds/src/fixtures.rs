@@ -19,6 +19,10 @@ impl Broadcast {
         self.metadata.name = Some(name.into());
         self
     }
+    pub fn in_namespace(mut self, ns: &str) -> Self {
+        self.metadata.namespace = Some(ns.into());
+        self
+    }
     pub fn live(mut self) -> Self {
         self.spec.state = DesiredState::Live;
         self

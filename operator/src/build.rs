@@ -11,9 +11,9 @@ use castyard_crd::workloads::{CompositorConfig, SfuConfig, desired_workloads};
 use castyard_crd::{Broadcast, DesiredWorkloads};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, PodSpec, Probe,
-    ResourceRequirements, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
+    Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -30,6 +30,10 @@ pub const CONFIG_FILE: &str = "worker.json";
 pub const KEYS_DIR: &str = "/var/run/secrets/castyard";
 /// The compositor's scene, HLS and recording; the root filesystem is read-only.
 pub const DATA_DIR: &str = "/var/lib/castyard";
+/// The group of the media-worker image's user (docker/castyard-media-worker.Dockerfile).
+const WORKER_GID: i64 = 65532;
+/// Where a compositor mounts the API's shared volume (OperatorConfig::media_claim).
+pub const SHARED_DIR: &str = "/var/lib/castyard-shared";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -126,6 +130,7 @@ pub fn build(b: &Broadcast, cfg: &OperatorConfig) -> Result<Children> {
         out.config_maps.push(config_map(meta.clone(), &comp)?);
         out.pods.push(compositor_pod(
             meta.clone(),
+            name,
             &comp,
             &secrets,
             cfg,
@@ -303,6 +308,7 @@ fn sfu_pod(
 
 fn compositor_pod(
     meta: ObjectMeta,
+    broadcast: &str,
     comp: &CompositorConfig,
     secrets: &BTreeSet<&str>,
     cfg: &OperatorConfig,
@@ -311,18 +317,43 @@ fn compositor_pod(
     let name = meta.name.clone().unwrap_or_default();
     let mut c = container(Role::Compositor, cfg, comp.control_port, resources);
     c.ports = Some(vec![port("control", comp.control_port, "TCP")]);
+    let shared = cfg
+        .media_claim
+        .as_ref()
+        .filter(|claim| meta.namespace.as_deref() == Some(claim.namespace.as_str()));
     let mut volumes = vec![Volume {
         name: "data".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
+        empty_dir: shared.is_none().then(EmptyDirVolumeSource::default),
+        persistent_volume_claim: shared.map(|claim| PersistentVolumeClaimVolumeSource {
+            claim_name: claim.name.clone(),
+            read_only: None,
+        }),
         ..Default::default()
     }];
-    c.volume_mounts
-        .get_or_insert_with(Vec::new)
-        .push(VolumeMount {
+    let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
+    if shared.is_some() {
+        // The API's own layout (its data dir is this volume's root): the compositor's data under
+        // media/<broadcast>/, where the API serves HLS and registers recordings from, and the
+        // brand pictures hosts upload. The whole volume is mounted rather than subPaths, which
+        // kubelet would create root-owned and unwritable for this non-root worker.
+        mounts.push(VolumeMount {
+            name: "data".into(),
+            mount_path: SHARED_DIR.into(),
+            ..Default::default()
+        });
+        c.args.get_or_insert_with(Vec::new).extend([
+            "--data-dir".into(),
+            format!("{SHARED_DIR}/media/{broadcast}"),
+            "--assets-dir".into(),
+            format!("{SHARED_DIR}/uploads"),
+        ]);
+    } else {
+        mounts.push(VolumeMount {
             name: "data".into(),
             mount_path: DATA_DIR.into(),
             ..Default::default()
         });
+    }
     for (i, secret) in secrets.iter().enumerate() {
         let vol = format!("stream-keys-{i}");
         volumes.push(Volume {
@@ -344,6 +375,14 @@ fn compositor_pod(
             });
     }
     let mut spec = pod_spec(&name, c, cfg, volumes);
+    if shared.is_some() {
+        // The worker image's user, as the API pods' fsGroup: files both write stay shared.
+        spec.security_context = Some(PodSecurityContext {
+            fs_group: Some(WORKER_GID),
+            fs_group_change_policy: Some("OnRootMismatch".into()),
+            ..Default::default()
+        });
+    }
     // Time to flush and finalize every output (recording, HLS) after SIGTERM.
     spec.termination_grace_period_seconds = Some(60);
     Pod {
@@ -405,6 +444,7 @@ fn compositor_service(meta: ObjectMeta, comp: &CompositorConfig) -> Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MediaClaim;
 
     fn names(c: &Children) -> Vec<String> {
         c.pods
@@ -560,6 +600,93 @@ mod tests {
             disabled.pods, after.pods,
             "enabling or disabling never changes volumes"
         );
+    }
+
+    fn pod_spec_of<'a>(c: &'a Children, name: &str) -> &'a PodSpec {
+        let pod = c
+            .pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name));
+        pod.and_then(|p| p.spec.as_ref()).expect(name)
+    }
+
+    #[test]
+    fn compositors_in_the_api_namespace_share_its_volume() {
+        let claim = MediaClaim {
+            namespace: "default".into(),
+            name: "castyard-media".into(),
+        };
+        let cfg = OperatorConfig {
+            media_claim: Some(claim),
+            ..Default::default()
+        };
+        let b = Broadcast::test().live().recording();
+        assert_eq!(b.metadata.namespace.as_deref(), Some("default"));
+        let c = build(&b, &cfg).unwrap();
+        let spec = pod_spec_of(&c, "show-compositor");
+        let data = spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "data")
+            .unwrap();
+        assert_eq!(
+            data.persistent_volume_claim.as_ref().unwrap().claim_name,
+            "castyard-media"
+        );
+        assert!(data.empty_dir.is_none());
+        let container = &spec.containers[0];
+        let args = container.args.as_ref().unwrap().join(" ");
+        assert!(
+            args.ends_with("--data-dir /var/lib/castyard-shared/media/show --assets-dir /var/lib/castyard-shared/uploads"),
+            "{args}"
+        );
+        let mount = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "data")
+            .unwrap();
+        assert_eq!(mount.mount_path, SHARED_DIR);
+        assert!(mount.sub_path.is_none());
+        assert_eq!(
+            spec.security_context.as_ref().unwrap().fs_group,
+            Some(65532)
+        );
+        // The SFU keeps nothing on disk.
+        assert!(
+            pod_spec_of(&c, "show-sfu")
+                .volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|v| v.persistent_volume_claim.is_none())
+        );
+
+        // A claim cannot be mounted across namespaces: elsewhere the compositor keeps an emptyDir.
+        let elsewhere = build(
+            &Broadcast::test().live().recording().in_namespace("team-b"),
+            &cfg,
+        )
+        .unwrap();
+        let spec = pod_spec_of(&elsewhere, "show-compositor");
+        assert!(
+            spec.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|v| v.name == "data" && v.empty_dir.is_some())
+        );
+        assert!(
+            !spec.containers[0]
+                .args
+                .as_ref()
+                .unwrap()
+                .contains(&"--data-dir".to_string())
+        );
+        assert!(spec.security_context.is_none());
     }
 
     #[test]

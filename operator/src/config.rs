@@ -26,6 +26,16 @@ pub struct OperatorConfig {
     /// Used when a Broadcast's spec.workerResources leaves a role unset.
     pub sfu_resources: Option<ResourceRequirements>,
     pub compositor_resources: Option<ResourceRequirements>,
+    /// The API's ReadWriteMany volume, which compositors in its namespace write their
+    /// recordings and HLS into and read brand pictures from, as `castyard up` shares a disk.
+    pub media_claim: Option<MediaClaim>,
+}
+
+/// A PersistentVolumeClaim shared by the API and the compositors of one namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaClaim {
+    pub namespace: String,
+    pub name: String,
 }
 
 impl Default for OperatorConfig {
@@ -38,6 +48,7 @@ impl Default for OperatorConfig {
             tolerations: Vec::new(),
             sfu_resources: None,
             compositor_resources: None,
+            media_claim: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use castyard_crd::Broadcast;
-use castyard_operator::config::{OperatorConfig, UdpStrategy};
+use castyard_operator::config::{MediaClaim, OperatorConfig, UdpStrategy};
 use castyard_operator::controller::{ChildCache, Context, error_policy, reconcile};
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
@@ -72,6 +72,14 @@ struct Cli {
     /// buffers, so this bounds the operator's memory as well as its load on the API server.
     #[arg(long, env = "CASTYARD_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    /// The API's ReadWriteMany PersistentVolumeClaim (chart: api.persistence.existingClaim):
+    /// compositors of Broadcasts in its namespace keep recordings and HLS on it, under
+    /// `media/<broadcast>/`, and read brand pictures from its `uploads/`.
+    #[arg(long, env = "CASTYARD_MEDIA_CLAIM")]
+    media_claim: Option<String>,
+    /// The namespace of --media-claim (the release's).
+    #[arg(long, env = "CASTYARD_MEDIA_CLAIM_NAMESPACE", requires = "media_claim")]
+    media_claim_namespace: Option<String>,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "CASTYARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -132,6 +140,16 @@ fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
         tolerations,
         sfu_resources: resources("--sfu-resources", &cli.sfu_resources)?,
         compositor_resources: resources("--compositor-resources", &cli.compositor_resources)?,
+        media_claim: match (&cli.media_claim, &cli.media_claim_namespace) {
+            (Some(name), Some(ns)) if !name.is_empty() => Some(MediaClaim {
+                namespace: ns.clone(),
+                name: name.clone(),
+            }),
+            (Some(name), None) if !name.is_empty() => {
+                anyhow::bail!("--media-claim needs --media-claim-namespace")
+            }
+            _ => None,
+        },
     })
 }
 
