@@ -21,9 +21,12 @@ const step = (name) => {
 };
 
 const browser = await launch();
+// Every page opened, for screenshots of where a failed run stopped.
+const pages = {};
 try {
   const host = await (await browser.newContext({ viewport: { width: 1600, height: 1000 } })).newPage();
   host.setDefaultTimeout(T);
+  pages.host = host;
 
   step("sign up");
   await host.goto(`${base}/signup`);
@@ -71,6 +74,12 @@ try {
   const inviteUrl = await host.getByTestId("invite-url").inputValue();
   const guest = await (await browser.newContext()).newPage();
   guest.setDefaultTimeout(T);
+  pages.guest = guest;
+  // What went wrong in the guest's page, to read beside a failed step.
+  seen.guestErrors = [];
+  guest.on("pageerror", (e) => seen.guestErrors.push(String(e).slice(0, 300)));
+  guest.on("crash", () => seen.guestErrors.push("the page crashed"));
+  guest.on("console", (m) => m.type() === "error" && seen.guestErrors.length < 20 && seen.guestErrors.push(m.text().slice(0, 160)));
   await guest.goto(inviteUrl);
   await guest.getByLabel("Your name").fill("Gina Guest");
   await guest.getByRole("button", { name: "Join backstage" }).click();
@@ -91,6 +100,94 @@ try {
   seen.guestOnStage = true;
   // The guest sees themselves on stage too.
   await guest.getByRole("region", { name: "Stage" }).getByTestId("tile-Gina Guest").waitFor();
+
+  step("the guest blurs, then replaces, their background");
+  // In the browser, MediaPipe's selfie segmentation (served by Castyard) composes the camera on a
+  // canvas whose track replaces the one sent: the host, through the SFU, must see the change.
+  const sent = guest.getByRole("toolbar", { name: "Your media" }).locator('video[aria-label="Your camera as sent"]');
+  const sharpness = () =>
+    sent.evaluate((v) => {
+      // Squared luminance steps between neighbours: a blur spreads each edge and lowers it.
+      const c = document.createElement("canvas");
+      c.width = 160;
+      c.height = 90;
+      const g = c.getContext("2d");
+      g.drawImage(v, 0, 0, 160, 90);
+      const d = g.getImageData(0, 0, 160, 90).data;
+      let e = 0;
+      for (let i = 4; i < d.length; i += 4) {
+        const l = (p) => 0.3 * d[p] + 0.59 * d[p + 1] + 0.11 * d[p + 2];
+        if (i % (160 * 4) !== 0) e += (l(i) - l(i - 4)) ** 2;
+      }
+      return e;
+    });
+  await guest.waitForFunction(() => document.querySelector('video[aria-label="Your camera as sent"]')?.videoWidth > 0);
+  const sharp = await sharpness();
+  await guest.getByLabel("Background", { exact: true }).selectOption("blur");
+  for (const deadline = Date.now() + T; ; ) {
+    seen.blur = { sharp: Math.round(sharp), blurred: Math.round(await sharpness()) };
+    if (seen.blur.blurred < sharp / 2) break;
+    if (Date.now() > deadline) throw new Error(`the camera was not blurred: ${JSON.stringify(seen.blur)}`);
+    await guest.waitForTimeout(500);
+  }
+  // A magenta picture (1x1 PNG, stretched to cover the frame) behind an empty room: the fake
+  // camera shows no person, so the corner of the guest's tile at the host turns magenta.
+  const magenta = Buffer.from(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c49444154789c63f8cff01f00040001ff220a3af00000000049454e44ae426082",
+    "hex",
+  );
+  const cornerAtHost = (want) =>
+    host.waitForFunction(
+      (want) => {
+        const v = document.querySelector('[data-testid="tile-Gina Guest"] video');
+        if (!v || !v.videoWidth) return false;
+        const c = document.createElement("canvas");
+        c.width = 64;
+        c.height = 36;
+        const g = c.getContext("2d");
+        g.drawImage(v, 0, 0, 64, 36);
+        const [r, gr, b] = g.getImageData(4, 4, 1, 1).data;
+        const ok = want === "magenta" ? r > 150 && b > 150 && gr < 100 : gr > 60 && gr > 1.5 * r && gr > 1.5 * b;
+        return ok && [r, gr, b];
+      },
+      want,
+      { timeout: T, polling: 250 },
+    ).then((h) => h.jsonValue());
+  await guest.getByLabel("Background", { exact: true }).selectOption("image");
+  await guest.getByLabel("Background picture").setInputFiles({ name: "magenta.png", mimeType: "image/png", buffer: magenta });
+  seen.pictureAtHost = await cornerAtHost("magenta");
+  await guest.getByLabel("Background", { exact: true }).selectOption("none");
+  seen.cameraAtHost = await cornerAtHost("green");
+
+  step("simulcast: three layers sent, the host gets the one its tile needs");
+  // The studio publishes the camera as three simulcast layers; each viewer's tile size is
+  // reported to the SFU, which forwards the smallest layer that covers it.
+  seen.layers = await guest.evaluate(async () => {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const out = [];
+      (await window.castyardPc.getStats()).forEach((r) => {
+        if (r.type === "outbound-rtp" && r.kind === "video" && r.rid) out.push({ rid: r.rid, frames: r.framesEncoded ?? 0, height: r.frameHeight ?? 0 });
+      });
+      out.sort((a, b) => a.rid.localeCompare(b.rid));
+      if (out.length === 3 && out.every((l) => l.frames > 0)) return out;
+      if (Date.now() > deadline) return out;
+      await new Promise((ok) => setTimeout(ok, 500));
+    }
+  });
+  seen.hostTile = await host.evaluate(async () => {
+    const v = document.querySelector('[data-testid="tile-Gina Guest"] video');
+    const shown = { width: v.clientWidth, height: v.clientHeight };
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      let height = 0;
+      (await window.castyardPc.getStats()).forEach((r) => {
+        if (r.type === "inbound-rtp" && r.kind === "video" && (r.framesDecoded ?? 0) > 0) height = Math.max(height, r.frameHeight ?? 0);
+      });
+      if ((height > 0 && height <= 2 * shown.height) || Date.now() > deadline) return { shown, received: height };
+      await new Promise((ok) => setTimeout(ok, 500));
+    }
+  });
 
   step("switch the layout");
   await host.getByRole("button", { name: "spotlight" }).click();
@@ -200,6 +297,7 @@ try {
   delete seen.step;
   console.log(JSON.stringify({ ok: true, ...seen }));
 } catch (e) {
+  for (const [name, page] of Object.entries(pages)) await page.screenshot({ path: `${shots}/failed-${name}.png`, timeout: 5000 }).catch(() => {});
   console.log(JSON.stringify({ ok: false, error: String(e), ...seen }));
   process.exitCode = 1;
 } finally {

@@ -278,5 +278,7 @@ pub fn e2e(script: &str, args: &[&str]) -> Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let last = stdout.lines().last().unwrap_or_default();
+    // What the browser saw, in the test's output (shown by `--no-capture` or on failure).
+    println!("{script}: {last}");
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"))
 }

@@ -470,6 +470,36 @@ fn the_web_studio_takes_a_host_from_sign_up_to_a_recording_with_a_guest_and_a_vi
         "{seen}"
     );
     assert_eq!(seen["scene"]["layout"], "spotlight", "{seen}");
+    // The guest's background effect (segmentation in their browser) reaches the host: blurred
+    // at least halves the picture's edge energy, and a magenta picture replaces the empty room.
+    let blur = &seen["blur"];
+    assert!(
+        blur["blurred"].as_f64().unwrap() < blur["sharp"].as_f64().unwrap() / 2.0,
+        "{seen}"
+    );
+    let rgb = |k: &str| -> Vec<u64> {
+        seen[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect()
+    };
+    // The camera goes out as three simulcast layers, and the host, whose tile of the guest is
+    // small, is forwarded a small one (the SFU follows the size each tile reports).
+    let layers = seen["layers"].as_array().unwrap();
+    let rids: Vec<&str> = layers.iter().map(|l| l["rid"].as_str().unwrap()).collect();
+    assert_eq!(rids, ["f", "h", "q"], "{seen}");
+    assert!(
+        layers.iter().all(|l| l["frames"].as_u64().unwrap() > 0),
+        "{seen}"
+    );
+    let received = seen["hostTile"]["received"].as_u64().unwrap();
+    assert!(received > 0 && received <= 360, "{seen}");
+    let m = rgb("pictureAtHost");
+    assert!(m[0] > 150 && m[2] > 150 && m[1] < 100, "{seen}");
+    let g = rgb("cameraAtHost");
+    assert!(g[1] > 60 && g[1] > g[0] && g[1] > g[2], "{seen}");
     // The logo uploaded in the studio is drawn by the compositor from the uploads folder.
     let logo = seen["scene"]["logo"].as_str().unwrap();
     assert!(logo.ends_with(".png"), "{seen}");

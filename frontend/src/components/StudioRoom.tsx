@@ -3,6 +3,7 @@
 import { useEffect } from "react";
 import { useStudio, type Participant, type ParticipantStats } from "../stores/studio";
 import { useAudienceChat, useRealtime } from "../stores/realtime";
+import { BackgroundPicker } from "./BackgroundPicker";
 import { Chat } from "./Chat";
 import { ErrorBanner, TrackAudio, TrackVideo } from "./ui";
 
@@ -13,8 +14,8 @@ function quality(s: ParticipantStats | undefined): { label: string; cls: string 
   return { label: "good", cls: "text-emerald-400" };
 }
 
-function Tile({ p, local, speaking }: { p: Participant; local: MediaStream | null; speaking: boolean }) {
-  const { tiles, me, cameraOff } = useStudio();
+function Tile({ p, speaking }: { p: Participant; speaking: boolean }) {
+  const { tiles, me, cameraOff, preview: local, view } = useStudio();
   const mine = p.id === me;
   const t = tiles[p.id] ?? {};
   const off = mine ? cameraOff : p.muted.includes("camera") || !t.camera;
@@ -23,7 +24,7 @@ function Tile({ p, local, speaking }: { p: Participant; local: MediaStream | nul
       {mine && local && !off ? (
         <TrackVideo stream={local} muted label={`${p.name} (you)`} className="h-full w-full object-cover" />
       ) : !off && t.camera ? (
-        <TrackVideo track={t.camera} muted label={p.name} className="h-full w-full object-cover" />
+        <TrackVideo track={t.camera} muted label={p.name} className="h-full w-full object-cover" onSize={(w, h) => view(t.camera!, w, h)} />
       ) : (
         <div className="flex h-full items-center justify-center text-3xl font-bold text-zinc-400" aria-label={`${p.name}, camera off`}>
           {p.name.split(/\s+/).map((w) => w[0]).join("").slice(0, 2).toUpperCase()}
@@ -36,13 +37,13 @@ function Tile({ p, local, speaking }: { p: Participant; local: MediaStream | nul
         {p.muted.includes("microphone") && " · muted"}
       </figcaption>
       {t.screen && (
-        <TrackVideo track={t.screen} muted label={`${p.name}'s screen`} className="absolute right-1 top-1 w-1/3 rounded border border-zinc-600" />
+        <TrackVideo track={t.screen} muted label={`${p.name}'s screen`} onSize={(w, h) => view(t.screen!, w, h)} className="absolute right-1 top-1 w-1/3 rounded border border-zinc-600" />
       )}
     </figure>
   );
 }
 
-export function StudioRoom({ host, local }: { host: boolean; local: MediaStream | null }) {
+export function StudioRoom({ host }: { host: boolean }) {
   const s = useStudio();
   useEffect(
     () => () => {
@@ -63,11 +64,13 @@ export function StudioRoom({ host, local }: { host: boolean; local: MediaStream 
         <section aria-label="Stage">
           <h2 className="mb-2 text-sm font-semibold text-zinc-300">On stage ({onStage.length})</h2>
           <div className="grid gap-2 sm:grid-cols-2 lg:grid-cols-3">
-            {onStage.map((p) => <Tile key={p.id} p={p} local={local} speaking={s.activeSpeaker === p.id} />)}
+            {onStage.map((p) => <Tile key={p.id} p={p} speaking={s.activeSpeaker === p.id} />)}
             {onStage.length === 0 && <p className="text-sm text-zinc-500">Nobody is on stage.</p>}
           </div>
         </section>
-        <div className="flex flex-wrap gap-2" role="toolbar" aria-label="Your media">
+        <div className="flex flex-wrap items-center gap-2" role="toolbar" aria-label="Your media">
+          {/* What the others receive, effect included; on stage one also sees it as a tile. */}
+          <TrackVideo stream={s.cameraOff ? null : s.preview} muted label="Your camera as sent" className="h-16 w-28 rounded bg-black object-cover" />
           <button className="btn" aria-pressed={s.micMuted} onClick={() => s.setMic(!s.micMuted)}>{s.micMuted ? "Unmute" : "Mute"}</button>
           <button className="btn" aria-pressed={s.cameraOff} onClick={() => s.setCamera(!s.cameraOff)}>{s.cameraOff ? "Camera on" : "Camera off"}</button>
           {s.sharing ? (
@@ -75,6 +78,7 @@ export function StudioRoom({ host, local }: { host: boolean; local: MediaStream 
           ) : (
             <button className="btn" onClick={() => void s.shareScreen()}>Share screen</button>
           )}
+          <BackgroundPicker />
           <button className="btn-danger" onClick={s.leave}>Leave studio</button>
         </div>
         <section aria-label="People" className="card">

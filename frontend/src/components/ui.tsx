@@ -21,12 +21,15 @@ export function TrackVideo({
   muted,
   label,
   className,
+  onSize,
 }: {
   stream?: MediaStream | null;
   track?: MediaStreamTrack;
   muted?: boolean;
   label: string;
   className?: string;
+  /** Called with the size the video is shown at, in device pixels, whenever it changes. */
+  onSize?: (width: number, height: number) => void;
 }) {
   const ref = useRef<HTMLVideoElement>(null);
   useEffect(() => {
@@ -34,6 +37,24 @@ export function TrackVideo({
     if (!v) return;
     v.srcObject = stream ?? (track ? new MediaStream([track]) : null);
   }, [stream, track]);
+  // The latest callback, so that a parent's new closure each render does not re-observe.
+  const sized = useRef(onSize);
+  sized.current = onSize;
+  const observe = !!onSize;
+  useEffect(() => {
+    const v = ref.current;
+    if (!v || !observe || typeof ResizeObserver === "undefined") return;
+    const ro = new ResizeObserver(([e]) => {
+      const dpr = window.devicePixelRatio || 1;
+      sized.current?.(e.contentRect.width * dpr, e.contentRect.height * dpr);
+    });
+    ro.observe(v);
+    return () => {
+      ro.disconnect();
+      // Unmounted: no longer shown.
+      sized.current?.(0, 0);
+    };
+  }, [observe, track, stream]);
   return <video ref={ref} aria-label={label} autoPlay playsInline muted={muted} className={className} />;
 }
 

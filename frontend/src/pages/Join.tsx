@@ -38,7 +38,7 @@ export default function Join() {
     return (
       <Page title="Studio">
         <p className="mb-3 text-sm text-zinc-400">You are backstage until the host puts you on stage.</p>
-        <StudioRoom host={false} local={media.current} />
+        <StudioRoom host={false} />
       </Page>
     );
   return (

@@ -105,7 +105,7 @@ export default function Studio() {
         </div>
       ) : (
         <div className="grid gap-4 2xl:grid-cols-[1fr_22rem]">
-          <StudioRoom host local={media.current} />
+          <StudioRoom host />
           <aside className="space-y-4">
             <SceneControls
               broadcastId={id}

@@ -2,6 +2,7 @@
 // peer connection, who is here and on stage, and the media each of them sends us.
 import { create } from "zustand";
 import { wsUrl } from "../api/client";
+import { startEffect, type Background, type Effect } from "../media/background";
 
 export type Source = "camera" | "microphone" | "screen" | "screenAudio";
 
@@ -29,6 +30,16 @@ export interface ParticipantStats {
   jitterMs: number | null;
 }
 
+/**
+ * The camera's simulcast layers, named and sized as the SFU's ladder expects (media-worker
+ * sfu/layers.rs): each subscriber gets the smallest that covers its tile and fits its bandwidth.
+ */
+export const CAMERA_LAYERS: RTCRtpEncodingParameters[] = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "f", maxBitrate: 1_500_000 },
+];
+
 /** Remote media by participant, then source. */
 export type Tiles = Record<string, Partial<Record<Source, MediaStreamTrack>>>;
 
@@ -36,6 +47,11 @@ interface StudioState {
   status: "idle" | "joining" | "joined" | "reconnecting" | "left";
   /** The camera and microphone the studio joined with: the studio owns them and stops them on leave. */
   media: MediaStream | null;
+  /** What one's own tile shows: the joined media, or its camera with the background effect. */
+  preview: MediaStream | null;
+  /** The background effect on one's own camera, and whether it is still starting. */
+  background: Background;
+  backgroundStarting: boolean;
   me: string | null;
   participants: Record<string, Participant>;
   tiles: Tiles;
@@ -51,6 +67,9 @@ interface StudioState {
   setCamera: (off: boolean) => void;
   shareScreen: () => Promise<void>;
   stopShare: () => void;
+  setBackground: (bg: Background) => Promise<void>;
+  /** Tells the SFU the size a received video is shown at (0x0 when hidden). */
+  view: (track: MediaStreamTrack, width: number, height: number) => void;
   stage: (participant: string, onStage: boolean) => void;
 }
 
@@ -74,7 +93,11 @@ export const useStudio = create<StudioState>((set, get) => {
   let tracks: Record<string, TrackInfo> = {};
   const sources: Record<string, Source> = {};
   const sourceOf = new WeakMap<MediaStreamTrack, Source>();
+  const midOf = new WeakMap<MediaStreamTrack, string>();
+  const viewed = new Map<string, string>();
   let screen: RTCRtpTransceiver | null = null;
+  let camera: RTCRtpTransceiver | null = null;
+  let effect: Effect | null = null;
   let queue = Promise.resolve();
   let attempt = 0;
   let ping: ReturnType<typeof setInterval> | undefined;
@@ -152,19 +175,27 @@ export const useStudio = create<StudioState>((set, get) => {
     tracks = {};
     for (const k of Object.keys(sources)) delete sources[k];
     screen = null;
+    camera = null;
+    viewed.clear();
     const peer = new RTCPeerConnection();
     pc = peer;
     (window as unknown as { castyardPc?: RTCPeerConnection }).castyardPc = peer;
     peer.ontrack = (e) => {
       const info = tracks[e.transceiver.mid ?? ""];
       if (!info) return;
+      if (e.transceiver.mid) midOf.set(e.track, e.transceiver.mid);
+      // Not shown until a tile says otherwise (backstage people have none): the smallest layer.
+      if (e.track.kind === "video") get().view(e.track, 0, 0);
       const tiles = { ...get().tiles };
       tiles[info.participant] = { ...tiles[info.participant], [info.source]: e.track };
       set({ tiles });
     };
     for (const track of media.getTracks()) {
-      sourceOf.set(track, track.kind === "audio" ? "microphone" : "camera");
-      peer.addTransceiver(track, { direction: "sendonly" });
+      const video = track.kind === "video";
+      const sent = video && effect ? effect.track : track;
+      sourceOf.set(sent, video ? "camera" : "microphone");
+      const t = peer.addTransceiver(sent, video ? { direction: "sendonly", sendEncodings: CAMERA_LAYERS } : { direction: "sendonly" });
+      if (video) camera = t;
     }
     const sock = new WebSocket(wsUrl(`/api/broadcasts/${broadcastId}/studio?token=${encodeURIComponent(token)}`));
     ws = sock;
@@ -193,6 +224,9 @@ export const useStudio = create<StudioState>((set, get) => {
   return {
     status: "idle",
     media: null,
+    preview: null,
+    background: { kind: "none" },
+    backgroundStarting: false,
     me: null,
     participants: {},
     tiles: {},
@@ -207,7 +241,7 @@ export const useStudio = create<StudioState>((set, get) => {
       if (session?.media === media) set({ media: null });
       get().leave();
       session = { broadcastId, token, media };
-      set({ status: "joining", media, error: null, tiles: {}, participants: {} });
+      set({ status: "joining", media, preview: media, error: null, tiles: {}, participants: {} });
       connect();
     },
     leave: () => {
@@ -220,8 +254,11 @@ export const useStudio = create<StudioState>((set, get) => {
       pc?.close();
       pc = null;
       // Leaving turns the camera light off: nobody else holds these tracks.
+      effect?.stop();
+      effect = null;
+      camera = null;
       get().media?.getTracks().forEach((t) => t.stop());
-      set({ status: "left", media: null, tiles: {}, participants: {}, me: null, sharing: false });
+      set({ status: "left", media: null, preview: null, background: { kind: "none" }, tiles: {}, participants: {}, me: null, sharing: false });
     },
     setMic: (muted) => {
       session?.media.getAudioTracks().forEach((t) => (t.enabled = !muted));
@@ -230,6 +267,7 @@ export const useStudio = create<StudioState>((set, get) => {
     },
     setCamera: (off) => {
       session?.media.getVideoTracks().forEach((t) => (t.enabled = !off));
+      if (effect) effect.track.enabled = !off;
       send({ type: "mute", source: "camera", muted: off });
       set({ cameraOff: off });
     },
@@ -258,6 +296,50 @@ export const useStudio = create<StudioState>((set, get) => {
         queue = queue.then(offer);
       }
       set({ sharing: false });
+    },
+    setBackground: async (bg) => {
+      const joined = session;
+      const raw = joined?.media.getVideoTracks()[0];
+      if (!joined || !raw) return;
+      if (bg.kind === "none") {
+        const old = effect;
+        effect = null;
+        await camera?.sender.replaceTrack(raw);
+        old?.stop();
+        set({ background: bg, preview: joined.media });
+        return;
+      }
+      if (effect) {
+        try {
+          await effect.set(bg);
+          set({ background: bg });
+        } catch (e) {
+          set({ error: `The background was not changed: ${(e as Error).message}` });
+        }
+        return;
+      }
+      set({ backgroundStarting: true });
+      try {
+        const started = await startEffect(raw, bg);
+        if (session !== joined) return started.stop();
+        effect = started;
+        started.track.enabled = !get().cameraOff;
+        sourceOf.set(started.track, "camera");
+        // Same sender, same simulcast layers: the SFU and everyone else see no renegotiation.
+        await camera?.sender.replaceTrack(started.track);
+        set({ background: bg, preview: new MediaStream([started.track, ...joined.media.getAudioTracks()]) });
+      } catch (e) {
+        set({ error: `The background effect could not start: ${(e as Error).message}` });
+      } finally {
+        set({ backgroundStarting: false });
+      }
+    },
+    view: (track, width, height) => {
+      const mid = midOf.get(track);
+      const size = `${Math.round(width)}x${Math.round(height)}`;
+      if (!mid || viewed.get(mid) === size) return;
+      viewed.set(mid, size);
+      send({ type: "view", mid, width: Math.round(width), height: Math.round(height) });
     },
     stage: (participant, onStage) => send({ type: "stage", participant, onStage }),
   };
