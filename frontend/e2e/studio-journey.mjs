@@ -85,6 +85,9 @@ try {
   await guest.getByRole("button", { name: "Join backstage" }).click();
   await guest.getByText("You are backstage").waitFor();
 
+  step("the guest waits backstage, seen by the host");
+  await host.getByRole("region", { name: "Backstage" }).getByTestId("tile-Gina Guest").locator("video").waitFor();
+
   step("put the guest on stage");
   await host.getByRole("button", { name: "Add Gina Guest to stage" }).click();
   const tile = host.getByRole("region", { name: "Stage" }).getByTestId("tile-Gina Guest");

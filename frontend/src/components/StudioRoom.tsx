@@ -68,6 +68,15 @@ export function StudioRoom({ host }: { host: boolean }) {
             {onStage.length === 0 && <p className="text-sm text-zinc-500">Nobody is on stage.</p>}
           </div>
         </section>
+        {backstage.length > 0 && (
+          // Backstage people are seen and heard in the studio, never in the show.
+          <section aria-label="Backstage">
+            <h2 className="mb-2 text-sm font-semibold text-zinc-300">Backstage ({backstage.length})</h2>
+            <div className="grid grid-cols-2 gap-2 sm:grid-cols-3 lg:grid-cols-5">
+              {backstage.map((p) => <Tile key={p.id} p={p} speaking={s.activeSpeaker === p.id} />)}
+            </div>
+          </section>
+        )}
         <div className="flex flex-wrap items-center gap-2" role="toolbar" aria-label="Your media">
           {/* What the others receive, effect included; on stage one also sees it as a tile. */}
           <TrackVideo stream={s.cameraOff ? null : s.preview} muted label="Your camera as sent" className="h-16 w-28 rounded bg-black object-cover" />
