@@ -115,6 +115,40 @@ describe("received video", () => {
   });
 });
 
+describe("a studio that says goodbye", () => {
+  afterEach(() => {
+    useStudio.getState().leave();
+    vi.unstubAllGlobals();
+    vi.useRealTimers();
+  });
+
+  it("is left for good: no reconnection, the camera off, the reason shown", async () => {
+    vi.useFakeTimers();
+    const { stop } = joinWithFakes();
+    const sock = FakeSocket.last!;
+    sock.readyState = 1;
+    const deliver = (m: unknown) => (sock.onmessage as unknown as (e: { data: string }) => void)({ data: JSON.stringify(m) });
+    deliver({ type: "bye", reason: "the studio closed" });
+    await vi.runAllTimersAsync();
+    (sock.onclose as unknown as (e: { code: number; reason: string }) => void)({ code: 1000, reason: "" });
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(FakeSocket.last).toBe(sock);
+    expect(useStudio.getState().status).toBe("left");
+    expect(useStudio.getState().error).toBe("The studio ended this connection: the studio closed");
+    expect(stop).toHaveBeenCalledTimes(2);
+  });
+
+  it("is joined again after a plain network drop", async () => {
+    vi.useFakeTimers();
+    joinWithFakes();
+    const sock = FakeSocket.last!;
+    (sock.onclose as unknown as (e: { code: number; reason: string }) => void)({ code: 1006, reason: "" });
+    expect(useStudio.getState().status).toBe("reconnecting");
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(FakeSocket.last).not.toBe(sock);
+  });
+});
+
 describe("the background effect", () => {
   afterEach(() => {
     useStudio.getState().leave();

@@ -101,6 +101,7 @@ export const useStudio = create<StudioState>((set, get) => {
   let queue = Promise.resolve();
   let attempt = 0;
   let ping: ReturnType<typeof setInterval> | undefined;
+  let saidBye = false;
 
   const send = (m: unknown) => ws?.readyState === WebSocket.OPEN && ws.send(JSON.stringify(m));
 
@@ -163,6 +164,9 @@ export const useStudio = create<StudioState>((set, get) => {
         set({ error: m.message });
         break;
       case "bye":
+        // The studio closed, or this person joined from elsewhere: coming back would be refused
+        // or would push the other connection out.
+        saidBye = true;
         set({ error: `The studio ended this connection: ${m.reason}` });
         break;
     }
@@ -177,6 +181,7 @@ export const useStudio = create<StudioState>((set, get) => {
     screen = null;
     camera = null;
     viewed.clear();
+    saidBye = false;
     const peer = new RTCPeerConnection();
     pc = peer;
     (window as unknown as { castyardPc?: RTCPeerConnection }).castyardPc = peer;
@@ -211,8 +216,10 @@ export const useStudio = create<StudioState>((set, get) => {
     sock.onclose = (ev) => {
       if (ws !== sock || !session) return;
       clearInterval(ping);
-      if (ev.code === 4001 || ev.code === 1008) {
-        set({ status: "left", error: ev.reason || "The studio refused this connection." });
+      if (ev.code === 4001 || ev.code === 1008 || saidBye) {
+        const error = saidBye ? get().error : ev.reason || "The studio refused this connection.";
+        get().leave();
+        set({ error });
         return;
       }
       // A dropped network: rejoin with the same media after a backoff.
