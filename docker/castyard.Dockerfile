@@ -12,7 +12,8 @@ COPY . .
 RUN make release BIN=castyard
 
 FROM debian:bookworm-slim
-RUN apt-get update -q && apt-get install -y -q --no-install-recommends ca-certificates \
+# FFmpeg: the RTMP ingest remuxes with it, and re-encodes an OBS feed that joins a studio.
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends ca-certificates ffmpeg \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/castyard /usr/local/bin/castyard
 COPY --from=web /src/frontend/dist /usr/share/castyard/web

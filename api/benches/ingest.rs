@@ -150,7 +150,8 @@ impl Castyard {
             "POST",
             "/api/broadcasts",
             Some(&self.token),
-            Some(json!({"title": title})),
+            // The OBS feed is the show (not a studio source).
+            Some(json!({"title": title, "ingest": {"rtmp": true}})),
         );
         let id = b["id"].as_str().unwrap();
         let k = http(

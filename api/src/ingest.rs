@@ -30,10 +30,11 @@ pub(crate) fn relative(data_dir: &Path, path: &Path) -> anyhow::Result<String> {
 impl IngestHooks for Hooks {
     async fn authorize(&self, stream_key: &str) -> anyhow::Result<Authorization> {
         let hash = crate::crypto::token_hash(stream_key);
-        let row = sqlx::query("SELECT id, name, state FROM broadcasts WHERE ingest_key_hash = $1")
-            .bind(&hash)
-            .fetch_optional(&self.0.db.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, name, state, spec FROM broadcasts WHERE ingest_key_hash = $1")
+                .bind(&hash)
+                .fetch_optional(&self.0.db.pool)
+                .await?;
         let Some(row) = row else {
             return Ok(Authorization::Unknown);
         };
@@ -59,12 +60,21 @@ impl IngestHooks for Hooks {
         if claimed == 0 {
             return Ok(Authorization::Busy);
         }
-        let destinations = restream_targets(&self.0, &broadcast_id).await?;
+        let spec: castyard_crd::BroadcastSpec =
+            serde_json::from_str(&row.try_get::<String, _>("spec")?)?;
+        // Unless the OBS feed is the show, the studio is, and the feed joins it as a source.
+        let studio_source = !spec.ingest.rtmp;
+        let destinations = if studio_source {
+            Vec::new()
+        } else {
+            restream_targets(&self.0, &broadcast_id).await?
+        };
         Ok(Authorization::Granted(Grant {
             name: row.try_get("name")?,
             broadcast_id,
             recording_id,
             destinations,
+            studio_source,
         }))
     }
 
@@ -83,6 +93,12 @@ impl IngestHooks for Hooks {
     }
 
     async fn started(&self, grant: &Grant) {
+        if grant.studio_source {
+            if let Some(ingest) = self.0.ingest.get() {
+                crate::studio_source::spawn(self.0.clone(), ingest.clone(), grant.clone());
+            }
+            return;
+        }
         if let Err(e) = ingest_transition(&self.0, &grant.broadcast_id, DesiredState::Live).await {
             tracing::warn!(broadcast = %grant.broadcast_id, error = %e, "could not mark the broadcast live");
         }
@@ -128,6 +144,10 @@ impl IngestHooks for Hooks {
         if let Err(e) = self.record(grant, &recording).await {
             tracing::warn!(broadcast = %grant.broadcast_id, error = %e, "could not register the recording");
         }
+        // A source leaving the studio does not end the show.
+        if grant.studio_source {
+            return;
+        }
         if let Err(e) = ingest_transition(&self.0, &grant.broadcast_id, DesiredState::Ended).await {
             tracing::warn!(broadcast = %grant.broadcast_id, error = %e, "could not end the broadcast");
         }
@@ -153,7 +173,15 @@ impl Hooks {
         .bind(&grant.recording_id)
         .bind(b.try_get::<String, _>("owner_id")?)
         .bind(&grant.broadcast_id)
-        .bind(b.try_get::<String, _>("title")?)
+        .bind({
+            let title: String = b.try_get("title")?;
+            // The show has its own recording; this one is the raw feed.
+            if grant.studio_source {
+                format!("{title} ({} source)", crate::studio_source::NAME)
+            } else {
+                title
+            }
+        })
         .bind(relative(data, &r.path)?)
         .bind(poster)
         .bind(i64::try_from(r.size_bytes)?)

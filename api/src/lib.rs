@@ -17,6 +17,7 @@ pub mod realtime;
 pub mod routes;
 pub mod rtmp_probe;
 pub mod state;
+pub mod studio_source;
 pub mod web;
 
 use axum::Router;

@@ -69,6 +69,9 @@ pub struct Grant {
     pub name: String,
     pub recording_id: String,
     pub destinations: Vec<crate::rtmp_out::Target>,
+    /// The studio is the show and this feed one of its participants: no HLS, no thumbnails
+    /// and no HTTP-FLV of it (they would be taken for the show's), only its own recording.
+    pub studio_source: bool,
 }
 
 /// A finished ingest's recording.
@@ -135,7 +138,8 @@ pub struct Ingest {
     /// Broadcasts with a publisher now, and their tags for late joiners: a second publisher
     /// on one key is refused.
     /// Each live broadcast's channel and metrics label.
-    publishing: Mutex<HashMap<String, (Arc<Channel>, String)>>,
+    /// Live publishes by broadcast id.
+    publishing: Mutex<HashMap<String, Live>>,
     slots: Arc<Semaphore>,
     /// Set at shutdown: live publishes end as if their publisher had stopped.
     stop: tokio::sync::watch::Sender<bool>,
@@ -162,17 +166,38 @@ impl Ingest {
         })
     }
 
-    fn live(&self, broadcast_id: &str) -> Option<(Arc<Channel>, String)> {
-        self.publishing
-            .lock()
-            .expect("lock poisoned")
-            .get(broadcast_id)
-            .cloned()
+    /// The broadcast's live publish, if it is the show (`false`) or a studio source (`true`).
+    fn live_as(&self, broadcast_id: &str, source: bool) -> Option<(Arc<Channel>, String)> {
+        let publishing = self.publishing.lock().expect("lock poisoned");
+        let live = publishing.get(broadcast_id)?;
+        (live.studio_source == source).then(|| (live.channel.clone(), live.name.clone()))
     }
 
-    /// Whether the broadcast has a publisher now (its HTTP-FLV can be watched).
+    fn live(&self, broadcast_id: &str) -> Option<(Arc<Channel>, String)> {
+        self.live_as(broadcast_id, false)
+    }
+
+    /// Whether the broadcast has a publisher now that is its show (its HTTP-FLV can be watched).
     pub fn is_live(&self, broadcast_id: &str) -> bool {
         self.live(broadcast_id).is_some()
+    }
+
+    /// Whether the broadcast has a publisher now that is a source in its studio.
+    pub fn is_source_live(&self, broadcast_id: &str) -> bool {
+        self.live_as(broadcast_id, true).is_some()
+    }
+
+    /// A studio source's tags from its last keyframe on, for the studio alone (not a viewer).
+    pub fn tap_source(
+        &self,
+        broadcast_id: &str,
+    ) -> Option<(Vec<crate::flv::Tag>, broadcast::Receiver<crate::flv::Tag>)> {
+        Some(self.live_as(broadcast_id, true)?.0.subscribe())
+    }
+
+    /// The FFmpeg the ingest runs, for whoever re-encodes a feed.
+    pub fn ffmpeg(&self) -> &Path {
+        &self.config.ffmpeg
     }
 
     /// A live ingest's tags from its last keyframe on, for an HTTP-FLV viewer; None when the
@@ -348,7 +373,11 @@ impl Ingest {
             if !taken {
                 publishing.insert(
                     grant.broadcast_id.clone(),
-                    (channel.clone(), grant.name.clone()),
+                    Live {
+                        channel: channel.clone(),
+                        name: grant.name.clone(),
+                        studio_source: grant.studio_source,
+                    },
                 );
             }
             taken
@@ -375,7 +404,7 @@ impl Ingest {
         // A previous publish's segments would be served as this one's.
         let _ = tokio::fs::remove_dir_all(&hls).await;
         let outputs = remux::Outputs {
-            hls: Some(remux::Hls {
+            hls: (!grant.studio_source).then_some(remux::Hls {
                 dir: hls,
                 segment_seconds: self.config.hls_segment_seconds,
             }),
@@ -387,11 +416,14 @@ impl Ingest {
         };
         let mut output = Remux::start(&self.config.ffmpeg, &outputs).await?;
         self.restream(&grant, &channel);
-        let thumbnails = tokio::spawn(thumbnails(
-            self.config.clone(),
-            grant.broadcast_id.clone(),
-            channel.subscribe(),
-        ));
+        // A studio source's broadcast has the compositor's show, and its thumbnail.
+        let thumbnails = (!grant.studio_source).then(|| {
+            tokio::spawn(thumbnails(
+                self.config.clone(),
+                grant.broadcast_id.clone(),
+                channel.subscribe(),
+            ))
+        });
         self.hooks.started(&grant).await;
         let mut sinks = Sinks {
             output: &mut output,
@@ -406,7 +438,9 @@ impl Ingest {
             tracing::info!(%peer, broadcast = %grant.broadcast_id, error = %e, "ingest interrupted");
         }
         // However the publisher went, the recording is finalized and registered.
-        thumbnails.abort();
+        if let Some(t) = thumbnails {
+            t.abort();
+        }
         let done = output.finish().await?;
         let path = outputs.mp4.expect("set above");
         let recording = Recording {
@@ -547,6 +581,14 @@ impl Ingest {
     }
 }
 
+/// One live publish: its tags, its broadcast's name (metrics' label), and whether the feed is a
+/// studio source rather than the show.
+struct Live {
+    channel: Arc<Channel>,
+    name: String,
+    studio_source: bool,
+}
+
 /// An HTTP-FLV viewer's start (codec headers and GOP) and live tags.
 pub struct FlvViewer {
     pub first: Vec<Tag>,
@@ -573,7 +615,7 @@ struct Sinks<'a> {
 
 /// Removes a broadcast from the publishing set however its publish ends.
 struct Publishing<'a> {
-    set: &'a Mutex<HashMap<String, (Arc<Channel>, String)>>,
+    set: &'a Mutex<HashMap<String, Live>>,
     id: String,
 }
 

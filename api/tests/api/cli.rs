@@ -364,7 +364,7 @@ fn up_runs_the_rtmp_ingest_and_finishes_it_on_sigterm() {
         "POST",
         "/api/broadcasts",
         Some(&token),
-        r#"{"title":"OBS"}"#,
+        r#"{"title":"OBS","ingest":{"rtmp":true}}"#,
     );
     let id = json(&body)["id"].as_str().unwrap().to_owned();
     let (line, body) = http(

@@ -83,7 +83,10 @@ async fn rig_full(
     tokio::spawn(ingest.serve(listener));
     let host = app.host("obs@example.com").await;
     let id = app
-        .create_broadcast(&host, json!({"title": "OBS show"}))
+        .create_broadcast(
+            &host,
+            json!({"title": "OBS show", "ingest": {"rtmp": true}}),
+        )
         .await["id"]
         .as_str()
         .unwrap()
@@ -135,7 +138,7 @@ impl Rig {
 }
 
 /// FFmpeg publishing a test pattern and a tone, H.264 + AAC, as OBS would.
-fn publish(url: &str, seconds: u32, realtime: bool) -> Child {
+pub(crate) fn publish(url: &str, seconds: u32, realtime: bool) -> Child {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin"]);
     if realtime {

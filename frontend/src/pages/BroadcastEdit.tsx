@@ -195,7 +195,12 @@ export function BroadcastEdit() {
 
           <section className="card space-y-2" aria-label="OBS ingest">
             <h2 className="font-semibold">Stream from OBS</h2>
-            <p className="text-sm text-zinc-400">A new key replaces the old one at once; it is shown only now.</p>
+            <p className="text-sm text-zinc-400">
+              {b.ingest?.rtmp
+                ? "OBS publishing with this key is the show: it goes live, to every destination and the watch page."
+                : "OBS publishing with this key joins the studio as a participant named OBS, for you to put on stage."}{" "}
+              A new key replaces the old one at once; it is shown only now.
+            </p>
             <button className="btn" disabled={ended} onClick={() => void run(async () => setIngest(await api("POST", `/api/broadcasts/${b.id}/ingest-key`)))}>New ingest key</button>
             {ingest && (
               <dl className="text-sm">

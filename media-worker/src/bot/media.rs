@@ -1,5 +1,6 @@
-//! Synthetic media for bots: FFmpeg (through ffmpeg-sidecar) paints a moving test pattern with
-//! a label and plays a tone, encoded to VP8 and Opus in real time; frames go to every bot.
+//! Media for bots: FFmpeg (through ffmpeg-sidecar) paints a moving test pattern with a label
+//! and plays a tone, or re-encodes an OBS feed, to VP8 and Opus in real time; frames go to
+//! every bot.
 
 use std::io::Read;
 use std::path::Path;
@@ -22,6 +23,38 @@ pub struct Synthetic {
     frames: broadcast::Sender<Frame>,
     children: Mutex<Vec<FfmpegChild>>,
 }
+
+/// VP8 for a live call (a keyframe every 2 s, no alt-ref frames, which add delay) in IVF, as
+/// `read_ivf` takes it.
+const VP8_IVF: [&str; 12] = [
+    "-c:v",
+    "libvpx",
+    "-deadline",
+    "realtime",
+    "-cpu-used",
+    "8",
+    "-g",
+    "60",
+    "-auto-alt-ref",
+    "0",
+    "-f",
+    "ivf",
+];
+
+/// Opus in 20 ms frames, in Ogg pages flushed every frame rather than every second (the
+/// muxer's default), as `read_ogg_opus` takes them.
+const OPUS_OGG: [&str; 10] = [
+    "-c:a",
+    "libopus",
+    "-frame_duration",
+    "20",
+    "-application",
+    "lowdelay",
+    "-page_duration",
+    "20000",
+    "-f",
+    "ogg",
+];
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
@@ -51,33 +84,16 @@ impl Synthetic {
                 "-i",
                 &video_filter,
             ])
-            .args(["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"])
-            .args([
-                "-b:v",
-                "400k",
-                "-g",
-                "60",
-                "-auto-alt-ref",
-                "0",
-                "-f",
-                "ivf",
-            ])
+            .args(["-b:v", "400k"])
+            .args(VP8_IVF)
             .arg("pipe:1");
         let mut audio = FfmpegCommand::new_with_path(ffmpeg);
         audio
             .hide_banner()
             .args(["-loglevel", "error", "-re", "-f", "lavfi"])
             .args(["-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-c:a", "libopus", "-b:a", "32k", "-frame_duration", "20"])
-            // Ogg pages are flushed every frame, not every second (the muxer's default).
-            .args([
-                "-application",
-                "lowdelay",
-                "-page_duration",
-                "20000",
-                "-f",
-                "ogg",
-            ])
+            .args(["-b:a", "32k"])
+            .args(OPUS_OGG)
             .arg("pipe:1");
         let mut v = video.spawn()?;
         let mut a = audio.spawn()?;
@@ -94,6 +110,58 @@ impl Synthetic {
             frames,
             children: Mutex::new(vec![v, a]),
         }))
+    }
+
+    /// Re-encodes an FLV stream written to the returned stdin (an OBS ingest: H.264 and AAC)
+    /// into VP8 and Opus frames, at most 720p. FFmpeg writes the video to its stdout and the
+    /// audio to a loopback TCP connection, so one decoder serves both.
+    pub fn transcode(ffmpeg: &Path) -> std::io::Result<(Arc<Self>, std::process::ChildStdin)> {
+        let (frames, _) = broadcast::channel(256);
+        let audio = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        let port = audio.local_addr()?.port();
+        let mut cmd = FfmpegCommand::new_with_path(ffmpeg);
+        cmd.hide_banner()
+            .args([
+                "-loglevel",
+                "error",
+                "-fflags",
+                "nobuffer",
+                "-f",
+                "flv",
+                "-i",
+                "pipe:0",
+            ])
+            .args(["-map", "0:v:0", "-vf"])
+            .arg("scale=w=1280:h=720:force_original_aspect_ratio=decrease:force_divisible_by=2")
+            .args(["-b:v", "1500k"])
+            .args(VP8_IVF)
+            .arg("pipe:1")
+            .args(["-map", "0:a:0", "-ar", "48000", "-ac", "2"])
+            .args(["-b:a", "64k"])
+            .args(OPUS_OGG)
+            .arg(format!("tcp://127.0.0.1:{port}"));
+        let mut child = cmd.spawn()?;
+        let stdin = child
+            .take_stdin()
+            .ok_or_else(|| std::io::Error::other("FFmpeg has no stdin"))?;
+        if let Some(out) = child.take_stdout() {
+            let tx = frames.clone();
+            std::thread::spawn(move || read_ivf(out, &tx));
+        }
+        let tx = frames.clone();
+        std::thread::spawn(move || {
+            // FFmpeg connects once its output starts; nothing else knows the port.
+            if let Ok((conn, _)) = audio.accept() {
+                read_ogg_opus(conn, &tx);
+            }
+        });
+        Ok((
+            Arc::new(Self {
+                frames,
+                children: Mutex::new(vec![child]),
+            }),
+            stdin,
+        ))
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Frame> {

@@ -1,0 +1,113 @@
+//! An OBS ingest as a studio participant: while a broadcast's show is the studio (its RTMP
+//! ingest is not the show), a publish with its key joins the studio like a guest, so the host
+//! sees it backstage and can put it on stage.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use castyard_media_worker::bot::{self, BotConfig, Synthetic};
+use castyard_media_worker::flv;
+use castyard_media_worker::ingest::{Grant, Ingest};
+
+use crate::state::AppState;
+
+/// The name the source has in the studio and on its name tag.
+pub const NAME: &str = "OBS";
+
+/// The participant id the SFU knows the source by: one per broadcast, so a republish replaces
+/// the previous one instead of adding a second.
+pub fn participant(broadcast_id: &str) -> String {
+    format!("ingest-{broadcast_id}")
+}
+
+/// Joins the publish to its broadcast's studio until the publish ends, rejoining if the SFU
+/// restarts or is not up yet.
+pub fn spawn(state: AppState, ingest: Arc<Ingest>, grant: Grant) {
+    // Where the SFU sends the studio's media back: this pod in a cluster, else loopback (the
+    // embedded SFU runs beside us).
+    let bind_ip = std::env::var("CASTYARD_POD_IP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    tokio::spawn(async move {
+        // A studio that is full or not up yet is asked again, less and less often.
+        let mut wait = Duration::from_secs(1);
+        loop {
+            if !ingest.is_source_live(&grant.broadcast_id) {
+                return;
+            }
+            match join_once(&state, &ingest, &grant, bind_ip).await {
+                Ok(()) => wait = Duration::from_secs(1),
+                Err(e) => {
+                    tracing::info!(broadcast = %grant.broadcast_id, error = %format!("{e:#}"), "the OBS source is not in the studio yet");
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+            tokio::time::sleep(wait).await;
+        }
+    });
+}
+
+async fn join_once(
+    state: &AppState,
+    ingest: &Ingest,
+    grant: &Grant,
+    bind_ip: IpAddr,
+) -> anyhow::Result<()> {
+    let status = state.backend.status(&grant.name).await?.unwrap_or_default();
+    let sfu = status
+        .endpoints
+        .and_then(|e| e.signalling)
+        .ok_or_else(|| anyhow::anyhow!("the studio's SFU is not running"))?;
+    let (first, mut rx) = ingest
+        .tap_source(&grant.broadcast_id)
+        .ok_or_else(|| anyhow::anyhow!("the publish ended"))?;
+    // FFmpeg turns the OBS feed (H.264 with B-frames, AAC: not what browsers take over WebRTC)
+    // into the VP8 and Opus every participant sends.
+    let (media, mut stdin) = Synthetic::transcode(ingest.ffmpeg())?;
+    // FFmpeg's stdin is a blocking pipe: the tags are written from a thread of their own, which
+    // ends with the publish or when FFmpeg goes (a write fails).
+    let feed = tokio::task::spawn_blocking(move || {
+        stdin.write_all(&flv::HEADER)?;
+        for t in first {
+            stdin.write_all(&t.encode())?;
+        }
+        loop {
+            match rx.blocking_recv() {
+                Ok(t) => stdin.write_all(&t.encode())?,
+                // Fell behind: the decoder skips ahead; the studio sees a short glitch.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        std::io::Result::Ok(())
+    });
+    let mut url = url::Url::parse(&format!("ws://{sfu}/signal"))?;
+    url.query_pairs_mut()
+        .append_pair("participant", &participant(&grant.broadcast_id))
+        .append_pair("name", NAME)
+        .append_pair("role", "guest");
+    let cfg = BotConfig {
+        url: url.into(),
+        // Until the publish ends (the feed above returns) or the SFU drops it.
+        duration: Duration::from_secs(365 * 24 * 3600),
+        bind_ip,
+    };
+    tracing::info!(broadcast = %grant.broadcast_id, "the OBS source joins the studio");
+    tokio::select! {
+        r = feed => {
+            if let Ok(Err(e)) = r {
+                tracing::info!(broadcast = %grant.broadcast_id, error = %e, "the OBS source's encoder stopped");
+            }
+        }
+        report = bot::run(cfg, Some(media.subscribe())) => {
+            if let Some(e) = report.error {
+                anyhow::bail!("{e}");
+            }
+        }
+    }
+    Ok(())
+}
