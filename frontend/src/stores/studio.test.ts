@@ -122,19 +122,40 @@ describe("a studio that says goodbye", () => {
     vi.useRealTimers();
   });
 
-  it("is left for good: no reconnection, the camera off, the reason shown", async () => {
+  it("for a newer connection of the same person is final: no reconnection, the camera off", async () => {
     vi.useFakeTimers();
     const { stop } = joinWithFakes();
     const sock = FakeSocket.last!;
     sock.readyState = 1;
     const deliver = (m: unknown) => (sock.onmessage as unknown as (e: { data: string }) => void)({ data: JSON.stringify(m) });
-    deliver({ type: "bye", reason: "the studio closed" });
+    deliver({ type: "bye", reason: "replaced by a newer connection" });
     await vi.runAllTimersAsync();
     (sock.onclose as unknown as (e: { code: number; reason: string }) => void)({ code: 1000, reason: "" });
     await vi.advanceTimersByTimeAsync(30_000);
     expect(FakeSocket.last).toBe(sock);
     expect(useStudio.getState().status).toBe("left");
-    expect(useStudio.getState().error).toBe("The studio ended this connection: the studio closed");
+    expect(useStudio.getState().error).toBe("The studio ended this connection: replaced by a newer connection");
+    expect(stop).toHaveBeenCalledTimes(2);
+  });
+
+  it("of a closing studio is retried, and given up once the studio stays unreachable", async () => {
+    vi.useFakeTimers();
+    const { stop } = joinWithFakes();
+    let sock = FakeSocket.last!;
+    sock.readyState = 1;
+    (sock.onmessage as unknown as (e: { data: string }) => void)({ data: JSON.stringify({ type: "bye", reason: "the studio closed" }) });
+    await vi.runAllTimersAsync();
+    // Each attempt is refused before it opens (the broadcast has ended).
+    for (let i = 0; i < 7; i++) {
+      (sock.onclose as unknown as (e: { code: number; reason: string }) => void)({ code: 1006, reason: "" });
+      expect(useStudio.getState().status).toBe("reconnecting");
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(FakeSocket.last).not.toBe(sock);
+      sock = FakeSocket.last!;
+    }
+    (sock.onclose as unknown as (e: { code: number; reason: string }) => void)({ code: 1006, reason: "" });
+    expect(useStudio.getState().status).toBe("left");
+    expect(useStudio.getState().error).toMatch(/cannot be reached/);
     expect(stop).toHaveBeenCalledTimes(2);
   });
 

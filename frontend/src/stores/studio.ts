@@ -40,6 +40,11 @@ export const CAMERA_LAYERS: RTCRtpEncodingParameters[] = [
   { rid: "f", maxBitrate: 1_500_000 },
 ];
 
+/** The SFU's goodbye to a connection the same person replaced (media-worker sfu/room.rs). */
+const FINAL_BYE = "replaced by a newer connection";
+/** Reconnects that never get in (0.5 s doubling to 10 s: about 35 s) before giving up. */
+const GIVE_UP_AFTER = 7;
+
 /** Remote media by participant, then source. */
 export type Tiles = Record<string, Partial<Record<Source, MediaStreamTrack>>>;
 
@@ -164,9 +169,9 @@ export const useStudio = create<StudioState>((set, get) => {
         set({ error: m.message });
         break;
       case "bye":
-        // The studio closed, or this person joined from elsewhere: coming back would be refused
-        // or would push the other connection out.
-        saidBye = true;
+        // Joined again from elsewhere: coming back would push that connection out, and so on.
+        // Other goodbyes (a lost media path, a studio restarting) are worth a reconnect.
+        if (m.reason === FINAL_BYE) saidBye = true;
         set({ error: `The studio ended this connection: ${m.reason}` });
         break;
     }
@@ -216,8 +221,12 @@ export const useStudio = create<StudioState>((set, get) => {
     sock.onclose = (ev) => {
       if (ws !== sock || !session) return;
       clearInterval(ping);
-      if (ev.code === 4001 || ev.code === 1008 || saidBye) {
-        const error = saidBye ? get().error : ev.reason || "The studio refused this connection.";
+      if (ev.code === 4001 || ev.code === 1008 || saidBye || attempt >= GIVE_UP_AFTER) {
+        const error = saidBye
+          ? get().error
+          : attempt >= GIVE_UP_AFTER
+            ? "The studio cannot be reached (it may have ended). Join again to retry."
+            : ev.reason || "The studio refused this connection.";
         get().leave();
         set({ error });
         return;
@@ -248,6 +257,7 @@ export const useStudio = create<StudioState>((set, get) => {
       if (session?.media === media) set({ media: null });
       get().leave();
       session = { broadcastId, token, media };
+      attempt = 0;
       set({ status: "joining", media, preview: media, error: null, tiles: {}, participants: {} });
       connect();
     },
