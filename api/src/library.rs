@@ -1,10 +1,12 @@
 //! Registers the compositor's finished recordings in the library from the manifests it leaves
 //! under the media directory (embedded: its child processes' data; cluster: a shared volume).
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use castyard_media_worker::compositor::recording::{Manifest, pending};
+use castyard_media_worker::compositor::outputs::{Library, adopt};
+use castyard_media_worker::compositor::recording::{Manifest, orphans, pending};
 use sha2::Digest as _;
 use sqlx::Row;
 
@@ -15,15 +17,87 @@ use crate::state::AppState;
 /// How often the media directory is scanned; a recording appears this long after it is final.
 const EVERY: Duration = Duration::from_secs(2);
 
+/// Orphaned recordings are looked for every this many scans (once a minute).
+const ORPHAN_SCANS: u32 = 30;
+/// A broadcast ended this long ago has no compositor left to finalize what a killed one was
+/// recording: its process or pod is gone, and its 60 s of SIGTERM grace are over.
+const ORPHAN_AFTER_MS: i64 = 120_000;
+
 /// Scans for new manifests now and then every few seconds, for as long as the server runs.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(EVERY);
-        loop {
+        let mut tried = HashSet::new();
+        for scan in 0u32.. {
             tick.tick().await;
+            if scan % ORPHAN_SCANS == 0 {
+                adopt_orphans(&state, &mut tried).await;
+            }
             collect(&state).await;
         }
     })
+}
+
+/// Recordings a killed compositor left without a manifest, in broadcasts that have ended since
+/// (so no compositor will start on that data and adopt them): each gets what a compositor
+/// would have written, a poster and a manifest, for `collect` to register. `tried` keeps a file
+/// that cannot be read from being probed again. Returns how many were adopted.
+pub async fn adopt_orphans(state: &AppState, tried: &mut HashSet<PathBuf>) -> usize {
+    let root = state.settings.media_dir();
+    let dirs: Vec<(String, PathBuf)> = tokio::task::spawn_blocking(move || {
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| Some((e.file_name().to_str()?.to_owned(), e.path())))
+            .filter(|(_, dir)| !orphans(&dir.join("recordings")).is_empty())
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
+    let ffmpeg = state
+        .ingest
+        .get()
+        .map_or_else(|| PathBuf::from("ffmpeg"), |i| i.ffmpeg().to_owned());
+    let mut adopted = 0;
+    for (name, dir) in dirs {
+        let Some(id) = name
+            .strip_prefix("bc-")
+            .and_then(|id| crate::error::parse_id(id, "broadcast").ok())
+        else {
+            continue;
+        };
+        let ended = sqlx::query("SELECT ended_at FROM broadcasts WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&state.db.pool)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.try_get::<Option<i64>, _>("ended_at").ok().flatten());
+        let long_over = ended.is_some_and(|at| at < now_ms() - ORPHAN_AFTER_MS);
+        if !long_over {
+            continue;
+        }
+        let library = Library {
+            broadcast: name.clone(),
+        };
+        for file in orphans(&dir.join("recordings")) {
+            if !tried.insert(file.clone()) {
+                continue;
+            }
+            match adopt(&ffmpeg, &library, &file).await {
+                Ok(()) => {
+                    adopted += 1;
+                    tracing::info!(recording = %file.display(), "an interrupted recording of an ended broadcast was finalized");
+                }
+                Err(e) => {
+                    tracing::warn!(recording = %file.display(), error = %format!("{e:#}"), "cannot finalize an interrupted recording");
+                }
+            }
+        }
+    }
+    adopted
 }
 
 /// Registers every pending manifest; returns how many recordings were added. A bad manifest is

@@ -8,6 +8,7 @@ use serde_json::json;
 
 both!(
     recordings_library,
+    interrupted_recordings_of_ended_broadcasts_reach_the_library,
     uploads_are_sniffed_and_contained,
     brand_pictures_are_the_hosts_own_png_or_jpeg_uploads
 );
@@ -374,4 +375,93 @@ async fn brand_pictures_are_the_hosts_own_png_or_jpeg_uploads(app: TestApp) {
     // The host's own PNG passes the checks; with no show running, that is the only answer.
     let r = app.post(&scene, Some(&host), brand("logo", &logo)).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+}
+
+/// A fragmented MP4 of `seconds` of test pattern, as a compositor records one.
+fn fmp4(path: &std::path::Path, seconds: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let ok = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-f",
+            "lavfi",
+        ])
+        .args([
+            "-i",
+            &format!("testsrc2=size=320x180:rate=30:duration={seconds}"),
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+/// A compositor SIGKILLed mid-show leaves a recording with no manifest; if the broadcast then
+/// ends, no compositor starts on that data to adopt it, so the API does, once the broadcast has
+/// been over long enough that no compositor can still be finishing it.
+async fn interrupted_recordings_of_ended_broadcasts_reach_the_library(app: TestApp) {
+    use std::collections::HashSet;
+    let host = app.host("host@example.com").await;
+    let mut ids = Vec::new();
+    for title in ["Long over", "Just ended"] {
+        let id = app.create_broadcast(&host, json!({"title": title})).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = app
+            .post(&format!("/api/broadcasts/{id}/end"), Some(&host), json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+        ids.push(id);
+    }
+    let long_ago = castyard_api::db::now_ms() - 10 * 60_000;
+    sqlx::query("UPDATE broadcasts SET ended_at = $1 WHERE id = $2")
+        .bind(long_ago)
+        .bind(&ids[0])
+        .execute(&app.state.db.writer)
+        .await
+        .unwrap();
+    let media = app.state.settings.media_dir();
+    let dir = |id: &str| media.join(format!("bc-{id}")).join("recordings");
+    fmp4(&dir(&ids[0]).join(format!("bc-{}.mp4", ids[0])), 2);
+    std::fs::write(dir(&ids[0]).join("torn.mp4"), b"not a video at all").unwrap();
+    fmp4(&dir(&ids[1]).join(format!("bc-{}.mp4", ids[1])), 2);
+
+    let mut tried = HashSet::new();
+    let adopted = castyard_api::library::adopt_orphans(&app.state, &mut tried).await;
+    assert_eq!(
+        adopted, 1,
+        "only the playable file of the broadcast long over"
+    );
+    assert_eq!(castyard_api::library::collect(&app.state).await, 1);
+    let list = app.get("/api/recordings", Some(&host)).await.json;
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["title"], "Long over");
+    let ms = list[0]["durationMs"].as_i64().unwrap();
+    assert!((1700..=2300).contains(&ms), "{ms} ms");
+    // Nothing is probed twice, and the broadcast that just ended is left to its compositor.
+    assert_eq!(
+        castyard_api::library::adopt_orphans(&app.state, &mut tried).await,
+        0
+    );
+    let just_ended: Vec<_> = std::fs::read_dir(dir(&ids[1]))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(just_ended.len(), 1, "{just_ended:?}");
 }

@@ -126,8 +126,9 @@ pub fn pending(media_root: &Path) -> Vec<PathBuf> {
 }
 
 /// Recordings a killed compositor left without a manifest in `dir`: each `.mp4` with neither a
-/// manifest nor a taken one beside it. Only a compositor starting on its own data asks, before
-/// it records anything, so none of them is still being written.
+/// manifest nor a taken one beside it. Only a compositor starting on its own data asks (before
+/// it records anything), or the API once the broadcast has long ended, so none of them is still
+/// being written.
 pub fn orphans(dir: &Path) -> Vec<PathBuf> {
     let Ok(files) = std::fs::read_dir(dir) else {
         return Vec::new();
