@@ -11,6 +11,7 @@ use std::sync::Arc;
 use castyard_media_worker::bot::{self, BotConfig, Synthetic};
 use castyard_media_worker::flv;
 use castyard_media_worker::ingest::{Grant, Ingest};
+use sqlx::Row;
 
 use crate::state::AppState;
 
@@ -36,7 +37,7 @@ pub fn spawn(state: AppState, ingest: Arc<Ingest>, grant: Grant) {
         // A studio that is full or not up yet is asked again, less and less often.
         let mut wait = Duration::from_secs(1);
         loop {
-            if !ingest.is_source_live(&grant.broadcast_id) {
+            if !ingest.is_source_live(&grant.broadcast_id) || ended(&state, &grant).await {
                 return;
             }
             match join_once(&state, &ingest, &grant, bind_ip).await {
@@ -49,6 +50,24 @@ pub fn spawn(state: AppState, ingest: Arc<Ingest>, grant: Grant) {
             tokio::time::sleep(wait).await;
         }
     });
+}
+
+/// A broadcast that ended has no studio to go back to, whatever OBS still sends.
+async fn ended(state: &AppState, grant: &Grant) -> bool {
+    let row = sqlx::query("SELECT ended_at FROM broadcasts WHERE id = $1")
+        .bind(&grant.broadcast_id)
+        .fetch_optional(&state.db.pool)
+        .await;
+    match row {
+        Ok(Some(r)) => r
+            .try_get::<Option<i64>, _>("ended_at")
+            .ok()
+            .flatten()
+            .is_some(),
+        // Gone: nothing to join. A database hiccup: try again later.
+        Ok(None) => true,
+        Err(_) => false,
+    }
 }
 
 async fn join_once(
