@@ -118,7 +118,19 @@ export async function startEffect(camera: MediaStreamTrack, bg: Background, fps 
       });
     });
     const track = canvas.captureStream(fps).getVideoTracks()[0];
-    await ready;
+    // A segmenter that never answers (a broken WebGL) must not leave the control spinning.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, fail) => {
+      timer = setTimeout(() => fail(new Error("the segmentation produced no picture in 30 s")), 30_000);
+    });
+    try {
+      await Promise.race([ready, late]);
+    } catch (e) {
+      track.stop();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
     return {
       track,
       set: async (next) => {
