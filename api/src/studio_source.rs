@@ -104,11 +104,8 @@ async fn join_once(
         }
         std::io::Result::Ok(())
     });
-    let mut url = url::Url::parse(&format!("ws://{sfu}/signal"))?;
-    url.query_pairs_mut()
-        .append_pair("participant", &participant(&grant.broadcast_id))
-        .append_pair("name", NAME)
-        .append_pair("role", "guest");
+    let url =
+        crate::routes::studio::signal_url(&sfu, &participant(&grant.broadcast_id), NAME, "guest")?;
     let cfg = BotConfig {
         url: url.into(),
         // Until the publish ends (the feed above returns) or the SFU drops it.

@@ -70,12 +70,8 @@ pub async fn upgrade(
         .endpoints
         .and_then(|e| e.signalling)
         .ok_or_else(|| Error::Conflict("the studio is starting; try again in a moment".into()))?;
-    let mut url = url::Url::parse(&format!("ws://{sfu}/signal"))
+    let url = signal_url(&sfu, &user.id, &user.name, role)
         .map_err(|e| Error::Internal(anyhow::anyhow!("bad SFU address {sfu}: {e}")))?;
-    url.query_pairs_mut()
-        .append_pair("participant", &user.id)
-        .append_pair("name", &user.name)
-        .append_pair("role", role);
     // Connecting before the upgrade turns an unreachable SFU into an HTTP error, not a socket
     // that opens and dies.
     let (upstream, _) = tokio_tungstenite::connect_async(url.as_str())
@@ -85,6 +81,22 @@ pub async fn upgrade(
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| relay(state, socket, upstream)))
+}
+
+/// The SFU's signalling socket for one participant, whose identity the SFU takes as given (the
+/// caller has checked it).
+pub fn signal_url(
+    sfu: &str,
+    participant: &str,
+    name: &str,
+    role: &str,
+) -> Result<url::Url, url::ParseError> {
+    let mut url = url::Url::parse(&format!("ws://{sfu}/signal"))?;
+    url.query_pairs_mut()
+        .append_pair("participant", participant)
+        .append_pair("name", name)
+        .append_pair("role", role);
+    Ok(url)
 }
 
 async fn relay(state: AppState, browser: WebSocket, upstream: Upstream) {
