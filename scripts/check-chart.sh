@@ -74,6 +74,7 @@ refuse() {
   grep -q -- "$why" <<<"$out" || fail "values refused for another reason than '$why': $out"
 }
 refuse "strategy" --set udp.strategy=public-ip
+refuse "advertiseAddress" --set udp.advertiseAddress=media.example.com
 refuse "limts" --set-json 'mediaWorker.sfuResources={"limts":{"cpu":"1"}}'
 refuse "replicas" --set operator.replicas=0
 refuse "enabled" --set networkPolicy.enabled=sometimes

@@ -176,7 +176,7 @@ fn config_map(meta: ObjectMeta, config: &impl Serialize) -> Result<ConfigMap> {
     })
 }
 
-fn field_env(name: &str, path: &str) -> EnvVar {
+pub(crate) fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {

@@ -1,6 +1,7 @@
 //! How the operator shapes media-worker pods: image, placement, and the UDP strategy.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 
@@ -21,6 +22,8 @@ pub struct OperatorConfig {
     pub image: String,
     pub image_pull_policy: Option<String>,
     pub udp: UdpStrategy,
+    /// Advertised by every SFU in place of its node's or load balancer's address.
+    pub sfu_advertise_ip: Option<IpAddr>,
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Vec<Toleration>,
     /// Used when a Broadcast's spec.workerResources leaves a role unset.
@@ -44,6 +47,7 @@ impl Default for OperatorConfig {
             image: "ghcr.io/castyard/castyard-media-worker:latest".into(),
             image_pull_policy: None,
             udp: UdpStrategy::NodePort,
+            sfu_advertise_ip: None,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             sfu_resources: None,

@@ -2,6 +2,7 @@
 //! Only apply and status touch the API; build and status computation are pure.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::advertise::{Advertise, advertise_on, resolve, sfu_advertise};
 use crate::build::{MANAGER, Role, build, child_name};
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
@@ -148,21 +150,71 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
     for cm in &children.config_maps {
         apply_one(&config_maps, cm, &pp).await?;
     }
+    let name = b.name_any();
+    let sfu_child = child_name(&name, Role::Sfu);
+    // The SFU's Service goes first: its reply carries what the SFU must advertise.
+    let mut advertised = None;
     for svc in &children.services {
-        apply_one(&services, svc, &pp).await?;
+        let svc = apply_one(&services, svc, &pp).await?;
+        if svc.name_any() == sfu_child
+            && let Some(port) = children
+                .pods
+                .iter()
+                .find(|p| p.name_any() == sfu_child)
+                .and_then(media_port)
+        {
+            advertised = Some(resolve(sfu_advertise(&ctx.config, port, &svc)).await);
+        }
     }
     // The apply response is the freshest view of a wanted pod; no GET after it.
     let mut applied = BTreeMap::new();
+    // Wanted pods not applied this time: their ConfigMap and Service stay.
+    let mut held = BTreeSet::new();
+    let mut waiting = None;
+    let mut replaced = false;
     for pod in &children.pods {
-        let pod = apply_one(&pods, pod, &pp).await?;
-        applied.insert(pod.name_any(), pod);
+        let mut pod = pod.clone();
+        let child = pod.name_any();
+        if child == sfu_child {
+            match &advertised {
+                Some(Advertise::At { ip, port }) => advertise_on(&mut pod, *ip, *port),
+                Some(Advertise::Waiting(why)) => {
+                    waiting = Some(why.clone());
+                    held.insert(child);
+                    continue;
+                }
+                Some(Advertise::Resolve { .. }) | None => {}
+            }
+        }
+        match apply_one(&pods, &pod, &pp).await {
+            Ok(pod) => {
+                applied.insert(child, pod);
+            }
+            // A pod's spec is fixed for its life: one built differently now (an SFU whose
+            // advertised address moved, an operator upgrade) is replaced, not left to fail
+            // every reconcile.
+            Err(Error::Kube(kube::Error::Api(e))) if e.code == 422 => {
+                tracing::info!(pod = %child, reason = %e.message, "replacing a pod whose spec changed");
+                delete_if_present(&pods, &child).await?;
+                held.insert(child);
+                replaced = true;
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let name = b.name_any();
-    let mut observed = Observed::default();
+    let mut observed = Observed {
+        sfu_waiting: waiting,
+        ..Observed::default()
+    };
     for role in [Role::Sfu, Role::Compositor] {
         let child = child_name(&name, role);
         let seen = match applied.get(&child) {
             Some(pod) => Some(PodObservation::from_pod(pod)),
+            None if held.contains(&child) => pods
+                .get_opt(&child)
+                .await?
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| PodObservation::from_pod(&p)),
             None => prune(ctx, ns, &child, &pods, &services, &config_maps).await?,
         };
         match role {
@@ -192,6 +244,16 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
         }
     }
     let mut status = compute(reported.as_ref().unwrap_or(b), &observed, &now());
+    // Where browsers send media, once the SFU's node (or balancer) is known: what a firewall
+    // must let through, in `kubectl describe`.
+    let media_udp = match &advertised {
+        Some(Advertise::At { ip: Some(ip), port }) => Some(SocketAddr::new(*ip, *port)),
+        Some(Advertise::At { ip: None, port }) => applied
+            .get(&sfu_child)
+            .and_then(|p| p.status.as_ref()?.host_ip.as_deref()?.parse().ok())
+            .map(|ip| SocketAddr::new(ip, *port)),
+        _ => None,
+    };
     // The API relays studio signalling to the SFU's Service, which has the SFU pod's name.
     status.endpoints = observed.sfu.is_some().then(|| castyard_crd::Endpoints {
         signalling: Some(format!(
@@ -199,6 +261,7 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
             child_name(&name, Role::Sfu),
             castyard_crd::workloads::SFU_SIGNALLING_PORT
         )),
+        media_udp: media_udp.map(|a| a.to_string()),
         ..status.endpoints.clone().unwrap_or_default()
     });
     // The API relays live scene changes to the compositor's Service.
@@ -230,9 +293,26 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
     // live show with destinations is looked at often: their health changes without any
     // Kubernetes object changing.
     let reporting = b.spec.state == DesiredState::Live && !b.spec.destinations.is_empty();
-    Ok(Action::requeue(Duration::from_secs(
-        if settled && !reporting { 300 } else { 10 },
-    )))
+    Ok(Action::requeue(Duration::from_secs(if replaced {
+        2
+    } else if settled && !reporting {
+        300
+    } else {
+        10
+    })))
+}
+
+/// The SFU container's media port, as the pod was built.
+fn media_port(pod: &Pod) -> Option<u16> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .first()?
+        .ports
+        .as_ref()?
+        .iter()
+        .find(|p| p.name.as_deref() == Some("media"))
+        .and_then(|p| u16::try_from(p.container_port).ok())
 }
 
 /// A Kubernetes Event when the phase changes (so `kubectl describe` tells the story without

@@ -2,6 +2,7 @@
 // Only the local backend's process handling (prctl, kill) opts back in, with SAFETY notes.
 #![deny(unsafe_code)]
 
+pub mod advertise;
 pub mod build;
 pub mod config;
 pub mod controller;

@@ -38,6 +38,10 @@ struct Cli {
         default_value = "node-port"
     )]
     udp_strategy: Udp,
+    /// The IP every SFU tells browsers to send media to, instead of its node's (node-port,
+    /// host-network) or its load balancer's: a public address in front of the nodes.
+    #[arg(long, env = "CASTYARD_SFU_ADVERTISE_IP")]
+    sfu_advertise_ip: Option<String>,
     /// With host-network: the node ports SFUs may take, as FIRST-LAST.
     #[arg(long, env = "CASTYARD_HOST_PORT_RANGE", default_value = "40000-40999")]
     host_port_range: String,
@@ -132,8 +136,16 @@ fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
             .transpose()
             .with_context(|| format!("{flag} must be a JSON ResourceRequirements object"))
     };
+    // The chart passes an empty value for "not set".
+    let sfu_advertise_ip = match cli.sfu_advertise_ip.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(ip) => Some(ip.parse().with_context(|| {
+            format!("--sfu-advertise-ip {ip:?} is not an IP address (ICE candidates take IPs)")
+        })?),
+    };
     Ok(OperatorConfig {
         image: cli.image.clone(),
+        sfu_advertise_ip,
         image_pull_policy: cli.image_pull_policy.clone(),
         udp,
         node_selector,

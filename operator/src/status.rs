@@ -60,6 +60,8 @@ impl PodObservation {
 pub struct Observed {
     pub sfu: Option<PodObservation>,
     pub compositor: Option<PodObservation>,
+    /// Why the SFU pod is not created yet (its load balancer has no address, say).
+    pub sfu_waiting: Option<String>,
 }
 
 pub const SFU_READY: &str = "SfuReady";
@@ -126,7 +128,12 @@ pub fn compute(b: &Broadcast, observed: &Observed, now: &Time) -> BroadcastStatu
                 ),
             }
         };
-    let (sfu_ok, sfu_reason, sfu_msg) = pod_condition("SFU", desired.sfu.is_some(), &observed.sfu);
+    let (sfu_ok, sfu_reason, sfu_msg) = match (&observed.sfu_waiting, &observed.sfu) {
+        (Some(why), None) if desired.sfu.is_some() => {
+            (false, "WaitingForAddress".into(), why.clone())
+        }
+        _ => pod_condition("SFU", desired.sfu.is_some(), &observed.sfu),
+    };
     let (comp_ok, comp_reason, comp_msg) = pod_condition(
         "compositor",
         desired.compositor.is_some(),
@@ -276,6 +283,7 @@ mod tests {
                 Observed {
                     sfu: starting(),
                     compositor: None,
+                    ..Default::default()
                 },
                 Phase::Pending,
             ),
@@ -284,6 +292,7 @@ mod tests {
                 Observed {
                     sfu: ready(),
                     compositor: None,
+                    ..Default::default()
                 },
                 Phase::Backstage,
             ),
@@ -292,6 +301,7 @@ mod tests {
                 Observed {
                     sfu: ready(),
                     compositor: None,
+                    ..Default::default()
                 },
                 Phase::Starting,
             ),
@@ -300,6 +310,7 @@ mod tests {
                 Observed {
                     sfu: ready(),
                     compositor: starting(),
+                    ..Default::default()
                 },
                 Phase::Starting,
             ),
@@ -308,6 +319,7 @@ mod tests {
                 Observed {
                     sfu: ready(),
                     compositor: ready(),
+                    ..Default::default()
                 },
                 Phase::Live,
             ),
@@ -321,7 +333,8 @@ mod tests {
                 &ended,
                 &Observed {
                     sfu: ready(),
-                    compositor: ready()
+                    compositor: ready(),
+                    ..Default::default()
                 },
                 &at(0)
             )
@@ -338,7 +351,8 @@ mod tests {
                 &recording,
                 &Observed {
                     sfu: ready(),
-                    compositor: None
+                    compositor: None,
+                    ..Default::default()
                 },
                 &at(0)
             )
@@ -361,6 +375,7 @@ mod tests {
             &Observed {
                 sfu: ready(),
                 compositor: Some(comp),
+                ..Default::default()
             },
             &at(0),
         );
@@ -379,6 +394,7 @@ mod tests {
             &Observed {
                 sfu: ready(),
                 compositor: starting(),
+                ..Default::default()
             },
             &at(100),
         );
@@ -390,6 +406,7 @@ mod tests {
             &Observed {
                 sfu: ready(),
                 compositor: ready(),
+                ..Default::default()
             },
             &at(200),
         );
@@ -420,6 +437,7 @@ mod tests {
         let both = Observed {
             sfu: ready(),
             compositor: ready(),
+            ..Default::default()
         };
         assert_eq!(
             cond(&compute(&b, &both, &at(0)), DESTINATIONS_HEALTHY).status,

@@ -38,6 +38,7 @@ async fn kubelet_ready(pods: &Api<Pod>, name: &str) {
     let status = json!({"status": {
         "phase": "Running",
         "podIP": "10.0.0.7",
+        "hostIP": "192.0.2.10",
         "conditions": [{"type": "Ready", "status": "True"}],
     }});
     pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
@@ -101,11 +102,51 @@ async fn a_broadcast_from_backstage_to_deleted() {
         Some("castyard-operator")
     );
 
+    // Browsers reach the SFU through its NodePort: the node's IP and the allocated port.
+    let node_port = svc
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|p| p.name.as_deref() == Some("media"))
+        .and_then(|p| p.node_port)
+        .expect("the media port has a nodePort");
+    let env = sfu.spec.as_ref().unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let value = |name: &str| env.iter().find(|e| e.name == name).cloned().unwrap();
+    assert_eq!(
+        value("CASTYARD_ADVERTISE_PORT").value,
+        Some(node_port.to_string())
+    );
+    assert_eq!(
+        value("CASTYARD_ADVERTISE_IP")
+            .value_from
+            .unwrap()
+            .field_ref
+            .unwrap()
+            .field_path,
+        "status.hostIP"
+    );
+
     kubelet_ready(&pods, "show-sfu").await;
     eventually("phase Backstage", || async {
         (phase(&broadcasts, "show").await? == Phase::Backstage).then_some(())
     })
     .await;
+    let media = eventually("the media endpoint", || async {
+        get_opt(&broadcasts, "show")
+            .await?
+            .status?
+            .endpoints?
+            .media_udp
+    })
+    .await;
+    assert_eq!(media, format!("192.0.2.10:{node_port}"));
 
     let broken_status = eventually("the broken broadcast to fail", || async {
         let s = get_opt(&broadcasts, "broken").await?.status?;

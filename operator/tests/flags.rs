@@ -51,6 +51,10 @@ fn each_bad_flag_is_named_in_its_error() {
             "invalid value 'public-ip'",
         ),
         (&["--concurrency", "0"], "--concurrency"),
+        (
+            &["--sfu-advertise-ip", "media.example.com"],
+            "--sfu-advertise-ip \"media.example.com\" is not an IP address",
+        ),
     ] {
         let err = refused(args);
         assert!(err.contains(says), "{args:?}: {err}");
@@ -69,6 +73,8 @@ fn good_flags_get_as_far_as_the_cluster_config() {
         "40000-40099",
         "--node-selector",
         "castyard.dev/media=true",
+        "--sfu-advertise-ip",
+        "203.0.113.9",
     ]);
     assert!(err.contains("reading the Kubernetes config"), "{err}");
 }

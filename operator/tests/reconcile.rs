@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use castyard_crd::Broadcast;
-use castyard_operator::config::OperatorConfig;
+use castyard_operator::config::{OperatorConfig, UdpStrategy};
 use castyard_operator::controller::{Context, FINALIZER, reconcile};
 use http_body_util::BodyExt;
 use hyper::{Method, Request, Response};
@@ -55,6 +55,28 @@ impl Verifier {
         body
     }
 
+    /// A Service apply, answered as the API server does: the ports of a NodePort or
+    /// LoadBalancer Service get node ports. Returns what was applied.
+    async fn service(&mut self, path: &str) -> Value {
+        let (body, send) = self.expect(Method::PATCH, path).await;
+        let mut reply = body.clone();
+        if matches!(
+            body["spec"]["type"].as_str(),
+            Some("NodePort" | "LoadBalancer")
+        ) {
+            for (i, port) in reply["spec"]["ports"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .enumerate()
+            {
+                port["nodePort"] = json!(30000 + i);
+            }
+        }
+        ok(send, reply);
+        body
+    }
+
     /// The Event for a phase change: reason, type and what it is about.
     async fn event(&mut self, reason: &str, type_: &str) {
         let ev = self
@@ -75,10 +97,20 @@ impl Verifier {
 
     async fn not_found(&mut self, method: Method, path: &str) {
         let (_, send) = self.expect(method, path).await;
-        send.send_response(Response::builder().status(404).body(Body::from(serde_json::to_vec(&json!({
-            "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"
-        })).unwrap())).unwrap());
+        failure(send, 404, "NotFound", "not found");
     }
+}
+
+fn failure(send: Reply, code: u16, reason: &str, message: &str) {
+    let status = json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": message
+    });
+    send.send_response(
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(&status).unwrap()))
+            .unwrap(),
+    );
 }
 
 fn ok(send: Reply, body: Value) {
@@ -95,12 +127,41 @@ fn setup() -> (Arc<Context>, Verifier) {
 }
 
 fn setup_context() -> (Context, Verifier) {
+    setup_with(OperatorConfig::default())
+}
+
+fn setup_with(config: OperatorConfig) -> (Context, Verifier) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(svc, "default");
     (
-        Context::new(client, OperatorConfig::default(), Some("operator-0".into())),
+        Context::new(client, config, Some("operator-0".into())),
         Verifier(handle),
     )
+}
+
+/// The value of an env var of a pod's first container, or its fieldRef path.
+fn env(pod: &Value, name: &str) -> String {
+    let var = pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {pod}"));
+    var["value"]
+        .as_str()
+        .or(var["valueFrom"]["fieldRef"]["fieldPath"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+/// The compositor is not wanted: its children are deleted (none exist) and looked for.
+async fn no_compositor(api: &mut Verifier) {
+    for kind in ["pods", "services", "configmaps"] {
+        api.not_found(Method::DELETE, &format!("{NS}/{kind}/show-compositor"))
+            .await;
+    }
+    api.not_found(Method::GET, &format!("{NS}/pods/show-compositor"))
+        .await;
 }
 
 /// A compositor's control port on loopback answering `/status` with `report`; returns its
@@ -137,7 +198,8 @@ fn finalized(mut b: Broadcast) -> Arc<Broadcast> {
 
 fn ready_pod(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-           "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
+           "status": {"phase": "Running", "hostIP": "192.0.2.10",
+                      "conditions": [{"type": "Ready", "status": "True"}]}})
 }
 
 /// A live broadcast's first calls: its key Secret is checked, then both workers' ConfigMaps
@@ -151,13 +213,11 @@ async fn live_config_and_services(api: &mut Verifier) -> Vec<Value> {
         json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "show-stream-keys"}}),
     );
     let mut applied = vec![];
-    for path in [
-        "configmaps/show-sfu",
-        "configmaps/show-compositor",
-        "services/show-sfu",
-        "services/show-compositor",
-    ] {
+    for path in ["configmaps/show-sfu", "configmaps/show-compositor"] {
         applied.push(api.echo(Method::PATCH, &format!("{NS}/{path}")).await);
+    }
+    for path in ["services/show-sfu", "services/show-compositor"] {
+        applied.push(api.service(&format!("{NS}/{path}")).await);
     }
     applied
 }
@@ -199,24 +259,25 @@ async fn backstage_applies_the_sfu_prunes_the_rest_and_reports_backstage() {
                 .unwrap()
                 .contains("maxParticipants")
         );
-        let svc = api
-            .echo(Method::PATCH, &format!("{NS}/services/show-sfu"))
-            .await;
+        let svc = api.service(&format!("{NS}/services/show-sfu")).await;
         assert_eq!(svc["metadata"]["ownerReferences"][0]["kind"], "Broadcast");
         // The apply's response tells how the pod is doing: no GET after it.
         let (pod, send) = api
             .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
             .await;
         assert_eq!(pod["spec"]["containers"][0]["args"][0], "sfu");
+        // Browsers reach it on its node's IP and the media port's allocated nodePort (the
+        // second port of the reply above).
+        assert_eq!(env(&pod, "CASTYARD_ADVERTISE_IP"), "status.hostIP");
+        assert_eq!(env(&pod, "CASTYARD_ADVERTISE_PORT"), "30001");
         ok(send, ready_pod("show-sfu"));
-        for kind in ["pods", "services", "configmaps"] {
-            api.not_found(Method::DELETE, &format!("{NS}/{kind}/show-compositor"))
-                .await;
-        }
-        api.not_found(Method::GET, &format!("{NS}/pods/show-compositor"))
-            .await;
+        no_compositor(&mut api).await;
         let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
         assert_eq!(status["status"]["phase"], "Backstage", "{status}");
+        assert_eq!(
+            status["status"]["endpoints"]["mediaUdp"], "192.0.2.10:30001",
+            "{status}"
+        );
         let conds = status["status"]["conditions"].as_array().unwrap();
         assert!(
             conds
@@ -366,19 +427,14 @@ async fn ended_removes_every_child_and_reports_ending() {
 async fn a_settled_broadcast_writes_no_status_and_no_event() {
     // First pass: capture the status the operator writes for a ready Backstage SFU.
     async fn backstage_pass(api: &mut Verifier) {
-        for path in ["configmaps/show-sfu", "services/show-sfu"] {
-            api.echo(Method::PATCH, &format!("{NS}/{path}")).await;
-        }
+        api.echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
+            .await;
+        api.service(&format!("{NS}/services/show-sfu")).await;
         let (_, send) = api
             .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
             .await;
         ok(send, ready_pod("show-sfu"));
-        for kind in ["pods", "services", "configmaps"] {
-            api.not_found(Method::DELETE, &format!("{NS}/{kind}/show-compositor"))
-                .await;
-        }
-        api.not_found(Method::GET, &format!("{NS}/pods/show-compositor"))
-            .await;
+        no_compositor(api).await;
     }
     let (ctx, mut api) = setup();
     let server = tokio::spawn(async move {
@@ -469,5 +525,130 @@ async fn a_running_compositor_reports_each_destination_into_the_status() {
     assert_eq!(
         action,
         kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(10))
+    );
+}
+
+#[tokio::test]
+async fn a_load_balancer_without_an_address_holds_the_sfu_pod_and_says_why() {
+    let config = OperatorConfig {
+        udp: UdpStrategy::LoadBalancer,
+        ..OperatorConfig::default()
+    };
+    let (ctx, mut api) = setup_with(config.clone());
+    let server = tokio::spawn(async move {
+        api.echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
+            .await;
+        let svc = api.service(&format!("{NS}/services/show-sfu")).await;
+        assert_eq!(svc["spec"]["type"], "LoadBalancer");
+        // No pod apply: an SFU built now would advertise an address nobody can reach. The
+        // pod, if one exists, is looked at and left alone.
+        api.not_found(Method::GET, &format!("{NS}/pods/show-sfu"))
+            .await;
+        no_compositor(&mut api).await;
+        let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
+        assert_eq!(status["status"]["phase"], "Pending", "{status}");
+        let sfu = status["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "SfuReady")
+            .unwrap()
+            .clone();
+        assert_eq!(sfu["reason"], "WaitingForAddress", "{sfu}");
+        assert!(
+            sfu["message"]
+                .as_str()
+                .unwrap()
+                .contains("LoadBalancer Service show-sfu has no address yet"),
+            "{sfu}"
+        );
+        ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+        api.event("Pending", "Normal").await;
+    });
+    reconcile(finalized(Broadcast::test()), Arc::new(ctx))
+        .await
+        .expect("reconcile");
+    server.await.unwrap();
+
+    // Once the balancer reports its address, the pod is built to advertise it.
+    let (ctx, mut api) = setup_with(config);
+    let server = tokio::spawn(async move {
+        api.echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
+            .await;
+        let (mut svc, send) = api
+            .expect(Method::PATCH, &format!("{NS}/services/show-sfu"))
+            .await;
+        svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.4"}]}});
+        ok(send, svc);
+        let (pod, send) = api
+            .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
+            .await;
+        assert_eq!(env(&pod, "CASTYARD_ADVERTISE_IP"), "198.51.100.4");
+        let media = pod["spec"]["containers"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "media")
+            .unwrap()["containerPort"]
+            .to_string();
+        assert_eq!(env(&pod, "CASTYARD_ADVERTISE_PORT"), media);
+        ok(send, ready_pod("show-sfu"));
+        no_compositor(&mut api).await;
+        let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
+        assert_eq!(status["status"]["phase"], "Backstage", "{status}");
+        assert_eq!(
+            status["status"]["endpoints"]["mediaUdp"],
+            format!("198.51.100.4:{media}")
+        );
+        ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+        api.event("Backstage", "Normal").await;
+    });
+    reconcile(finalized(Broadcast::test()), Arc::new(ctx))
+        .await
+        .expect("reconcile");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pod_whose_spec_can_no_longer_be_applied_is_replaced() {
+    let (ctx, mut api) = setup_context();
+    let server = tokio::spawn(async move {
+        api.echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
+            .await;
+        api.service(&format!("{NS}/services/show-sfu")).await;
+        let (_, send) = api
+            .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
+            .await;
+        failure(
+            send,
+            422,
+            "Invalid",
+            "Pod \"show-sfu\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`",
+        );
+        // Deleted, and seen terminating; its ConfigMap and Service stay.
+        let (_, send) = api
+            .expect(Method::DELETE, &format!("{NS}/pods/show-sfu"))
+            .await;
+        ok(send, ready_pod("show-sfu"));
+        let (_, send) = api
+            .expect(Method::GET, &format!("{NS}/pods/show-sfu"))
+            .await;
+        let mut going = ready_pod("show-sfu");
+        going["metadata"]["deletionTimestamp"] = json!("2026-11-27T10:00:00Z");
+        ok(send, going);
+        no_compositor(&mut api).await;
+        let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
+        assert_eq!(status["status"]["phase"], "Pending", "{status}");
+        ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+        api.event("Pending", "Normal").await;
+    });
+    let action = reconcile(finalized(Broadcast::test()), Arc::new(ctx))
+        .await
+        .expect("a replaced pod is not a failed reconcile");
+    server.await.unwrap();
+    // Soon again, to build the new pod.
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(2))
     );
 }

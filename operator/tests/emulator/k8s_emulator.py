@@ -15,6 +15,8 @@ kube-lease-manager need all of those, so this subclass adds them:
 - the status subresource: writes to it touch only .status, other writes never do;
 - generation bumps on spec changes; finalizers hold deletion behind a
   deletionTimestamp;
+- NodePort and LoadBalancer Services get a nodePort per port, allocated once and kept
+  by later writes that do not name one (the operator reads the SFU's back);
 - lists carry kind and resourceVersion and honour equality label selectors; watches
   from a resourceVersion replay only the events after it (410 Expired when too old), and
   without one start with the current objects; either is taken atomically with the bus
@@ -121,6 +123,7 @@ class Emulator(kmock.KubernetesEmulator):
     _calls: collections.Counter = attrs.field(factory=collections.Counter, init=False)
     # (resourceVersion, resource, event): the recent history a watch from a version replays.
     _log: collections.deque = attrs.field(factory=lambda: collections.deque(maxlen=200_000), init=False)
+    _next_node_port: int = attrs.field(default=30000, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -129,6 +132,21 @@ class Emulator(kmock.KubernetesEmulator):
             self.resources[f'{gv}/{plural}'] = kmock.ResourceInfo(
                 kind=kind, namespaced=True, subresources={'status'},
                 verbs={'get', 'list', 'watch', 'create', 'update', 'patch', 'delete'})
+
+    def _allocate_node_ports(self, obj: dict, current: dict | None) -> None:
+        spec = obj.get('spec') or {}
+        if obj.get('kind') != 'Service' or spec.get('type') not in ('NodePort', 'LoadBalancer'):
+            return
+        before = {(p.get('port'), p.get('protocol', 'TCP')): p.get('nodePort')
+                  for p in ((current or {}).get('spec') or {}).get('ports') or []}
+        for port in spec.get('ports') or []:
+            if port.get('nodePort'):
+                continue
+            kept = before.get((port.get('port'), port.get('protocol', 'TCP')))
+            if kept is None:
+                kept = self._next_node_port
+                self._next_node_port += 1
+            port['nodePort'] = kept
 
     def _stamp_version(self, obj: dict) -> dict:
         self._version += 1
@@ -254,6 +272,7 @@ class Emulator(kmock.KubernetesEmulator):
             meta['namespace'] = key[1]
         obj.setdefault('apiVersion', self._api_version(request))
         obj.setdefault('kind', self._kind(request))
+        self._allocate_node_ports(obj, None)
         self._stamp_version(obj)
         if key in self._objects._objects:
             self._objects._objects[key].create(obj)
@@ -360,6 +379,8 @@ class Emulator(kmock.KubernetesEmulator):
                 new['metadata'][field] = current['metadata'][field]
         if current['metadata'].get('deletionTimestamp'):
             new['metadata']['deletionTimestamp'] = current['metadata']['deletionTimestamp']
+        new.setdefault('kind', current.get('kind'))
+        self._allocate_node_ports(new, current)
         return self._ok(await self._replace(request, key, new))
 
     def _apply(self, key: tuple, current: dict, body: dict, manager: str, force: bool) -> dict:
