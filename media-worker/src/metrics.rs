@@ -120,6 +120,7 @@ pub struct SfuMetrics {
     pub jitter: Family<ParticipantLabels, FloatGauge>,
     pub forwarded_packets: Counter,
     pub keyframe_requests: Counter,
+    pub send_dropped: Counter,
 }
 
 impl SfuMetrics {
@@ -181,6 +182,12 @@ impl SfuMetrics {
             "Keyframe requests sent to publishers, for subscribers and the compositor",
             keyframe_requests.clone(),
         );
+        let send_dropped = Counter::default();
+        r.register(
+            "send_dropped_packets",
+            "Datagrams the kernel refused to send (a full socket buffer: the host is overloaded)",
+            send_dropped.clone(),
+        );
         Self {
             registry: r,
             participants,
@@ -193,6 +200,7 @@ impl SfuMetrics {
             jitter,
             forwarded_packets,
             keyframe_requests,
+            send_dropped,
         }
     }
 

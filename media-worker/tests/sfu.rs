@@ -51,6 +51,9 @@ struct World {
     to_sfu: Vec<(SocketAddr, Vec<u8>)>,
     /// Clients whose network is cut: nothing in or out.
     cut: Vec<String>,
+    /// Clients that lose every Nth datagram the SFU sends them.
+    lossy: Vec<(String, u64)>,
+    sent_to_lossy: u64,
     /// Datagrams to addresses that are no client's: the compositor's copies.
     elsewhere: Vec<(SocketAddr, Vec<u8>)>,
 }
@@ -75,6 +78,8 @@ impl World {
             clients: Vec::new(),
             to_sfu: Vec::new(),
             cut: Vec::new(),
+            lossy: Vec::new(),
+            sent_to_lossy: 0,
             elsewhere: Vec::new(),
         }
     }
@@ -147,6 +152,12 @@ impl World {
             };
             if self.cut.contains(&c.name) {
                 continue;
+            }
+            if let Some((_, every)) = self.lossy.iter().find(|(n, _)| *n == c.name) {
+                self.sent_to_lossy += 1;
+                if self.sent_to_lossy.is_multiple_of(*every) {
+                    continue;
+                }
             }
             let input = Input::Receive(
                 now,
@@ -344,7 +355,15 @@ impl Client {
 /// byte marks where it came from.
 fn vp8_frame(keyframe: bool, mark: u8) -> Vec<u8> {
     let mut f = vec![if keyframe { 0x10 } else { 0x11 }, mark];
-    f.resize(400, 0xaa);
+    // Simulcast layers as a browser sends them, each three times the one below (and each
+    // frame one RTP packet).
+    let size = match mark {
+        b'q' => 100,
+        b'h' => 300,
+        b'f' => 900,
+        _ => 400,
+    };
+    f.resize(size, 0xaa);
     f
 }
 
@@ -506,6 +525,23 @@ fn a_small_tile_gets_the_small_simulcast_layer() {
         b"qqqqq",
         "switched to the quarter layer"
     );
+}
+
+#[test]
+fn a_lossy_subscriber_steps_down_to_a_smaller_layer() {
+    let mut w = World::new(11);
+    w.join("ann", Role::Host, &[Source::Camera], true);
+    w.join("bob", Role::Guest, &[], false);
+    w.run(Duration::from_secs(3));
+    let before = w.client("bob").layers_from("ann");
+    assert_eq!(before, b"fffff", "nothing known: the full layer");
+    // A quarter of what reaches Bob is lost (his NACKs say so; his receiver reports show
+    // what retransmission could not repair), and his estimate falls below the full layer.
+    w.lossy.push(("bob".into(), 4));
+    w.run(Duration::from_secs(6));
+    let after = w.client("bob").layers_from("ann");
+    assert_eq!(after.len(), 5, "bob still receives ann");
+    assert!(after.iter().all(|l| *l != b'f'), "{after:?}");
 }
 
 #[test]

@@ -14,7 +14,8 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Ri
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 
-use super::layers::{self, Admit, LayerPick};
+use super::estimate::LossBased;
+use super::layers::{Admit, LayerPick};
 use super::tap::{Tap, TapNeed, TapSpec, wants_keyframe};
 
 pub type PeerId = u64;
@@ -99,7 +100,10 @@ pub struct Peer {
     /// The SFU offers only once the peer's own first offer was answered: before that it has no
     /// transport to receive on.
     negotiated: bool,
+    /// This peer's bandwidth: from its REMB when it sends one, else from the loss it reports.
     bwe: Option<Bitrate>,
+    remb: bool,
+    loss_based: LossBased,
     video_share: Option<u64>,
     created: Instant,
     last_heard: Instant,
@@ -110,7 +114,7 @@ pub struct Peer {
     dirty: bool,
     counters: PeerCounters,
     /// Cumulative str0m stats per (mid, rid, ingress?), to turn them into counter deltas.
-    last_stats: Vec<(Mid, Option<Rid>, bool, u64, u64)>,
+    last_stats: Vec<(Mid, Option<Rid>, bool, [u64; 3])>,
 }
 
 /// What the core tells the room.
@@ -192,7 +196,6 @@ impl Forwarder {
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_h264(true)
-            .enable_bwe(Some(Bitrate::kbps(600)))
             .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
         let candidate = Candidate::host(self.local, "udp").expect("an IP address is a valid host");
@@ -207,6 +210,8 @@ impl Forwarder {
             pending: None,
             negotiated: false,
             bwe: None,
+            remb: false,
+            loss_based: LossBased::new(now),
             video_share: None,
             created: now,
             last_heard: now,
@@ -614,6 +619,7 @@ impl Peer {
             Event::EgressBitrateEstimate(
                 BweKind::Twcc { estimate: b, .. } | BweKind::Remb { estimate: b, .. },
             ) => {
+                self.remb = true;
                 self.bwe = Some(b);
                 self.retarget();
             }
@@ -623,7 +629,7 @@ impl Peer {
             }
             Event::MediaIngressStats(s) => {
                 let kind = self.kind_in(s.mid);
-                let (db, dp) = self.stats_delta(s.mid, s.rid, true, s.bytes, s.packets);
+                let [db, dp, _] = self.stats_delta(s.mid, s.rid, true, [s.bytes, s.packets, 0]);
                 self.counters.received_bytes[kind_index(kind)] += db;
                 self.counters.received_packets += dp;
                 if let Some(loss) = s.loss.filter(|l| *l > 0.0 && *l < 1.0) {
@@ -639,12 +645,27 @@ impl Peer {
             }
             Event::MediaEgressStats(s) => {
                 let kind = self.kind_out(s.mid);
-                let (db, dp) = self.stats_delta(s.mid, s.rid, false, s.bytes, s.packets);
+                let [db, dp, dn] =
+                    self.stats_delta(s.mid, s.rid, false, [s.bytes, s.packets, s.nacks]);
                 self.counters.sent_bytes[kind_index(kind)] += db;
                 // RTP packets, not frames: a video frame is several packets once packetized.
                 self.counters.forwarded_packets += dp;
                 if s.rtt.is_some() {
                     self.counters.rtt = s.rtt;
+                }
+                // Receiver reports count what retransmission repaired as received; the
+                // packets NACKed are the loss the path itself had.
+                let nacked = (dp > 0).then(|| (dn as f64 / dp as f64).min(1.0) as f32);
+                let loss = match (s.loss, nacked) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                self.loss_based.sent(db, loss);
+                if !self.remb
+                    && let Some(estimate) = self.loss_based.update(now)
+                {
+                    self.bwe = estimate.map(Bitrate::bps);
+                    self.retarget();
                 }
             }
             _ => {}
@@ -666,28 +687,27 @@ impl Peer {
             .map_or(MediaKind::Video, |t| t.kind)
     }
 
+    /// What a stream's cumulative counters (bytes, packets, NACKs) grew by since last time.
     fn stats_delta(
         &mut self,
         mid: Mid,
         rid: Option<Rid>,
         ingress: bool,
-        bytes: u64,
-        packets: u64,
-    ) -> (u64, u64) {
+        now: [u64; 3],
+    ) -> [u64; 3] {
         match self
             .last_stats
             .iter_mut()
             .find(|s| s.0 == mid && s.1 == rid && s.2 == ingress)
         {
             Some(s) => {
-                let d = (bytes.saturating_sub(s.3), packets.saturating_sub(s.4));
-                s.3 = bytes;
-                s.4 = packets;
+                let d = std::array::from_fn(|i| now[i].saturating_sub(s.3[i]));
+                s.3 = now;
                 d
             }
             None => {
-                self.last_stats.push((mid, rid, ingress, bytes, packets));
-                (bytes, packets)
+                self.last_stats.push((mid, rid, ingress, now));
+                now
             }
         }
     }
@@ -731,9 +751,6 @@ impl Peer {
             .count()
             .max(1) as u64;
         self.video_share = self.bwe.map(|b| b.as_u64() / video);
-        // The estimator probes up to what we could use: every video at its top layer.
-        let desired = video * layers::TOP_BITRATE + 64_000;
-        self.rtc.bwe().set_desired_bitrate(Bitrate::bps(desired));
     }
 
     /// Sends one frame of `origin`'s track to this peer if it subscribes to it and the frame is

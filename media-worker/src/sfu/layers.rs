@@ -21,9 +21,6 @@ const LADDER: [(&str, u32, u64); 3] = [
     ("f", 720, 1_500_000),
 ];
 
-/// What one subscriber's video needs at most: the top rung.
-pub const TOP_BITRATE: u64 = LADDER[2].2;
-
 fn rung(rid: &Rid) -> usize {
     // An unknown name is ranked as the middle rung: usable, never preferred at the extremes.
     LADDER

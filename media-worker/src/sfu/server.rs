@@ -17,6 +17,7 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
+use super::io::MediaSocket;
 use super::room::{ConnId, ForwardRequest, ForwardState, JoinError, Room, StageEntry};
 use super::signal::{Identity, MAX_MESSAGE, ParticipantInfo, Role, ServerMessage, SignalError};
 use crate::metrics::SfuMetrics;
@@ -84,7 +85,7 @@ fn unix_secs() -> u64 {
 impl Sfu {
     /// Binds the media socket and starts the media thread.
     pub fn start(opts: SfuOptions) -> std::io::Result<Self> {
-        let socket = UdpSocket::bind(opts.media)?;
+        let socket = MediaSocket::bind(opts.media)?;
         let local = socket.local_addr()?;
         let advertised = if opts.advertised.port() == 0 {
             SocketAddr::new(opts.advertised.ip(), local.port())
@@ -171,7 +172,7 @@ impl Sfu {
 }
 
 struct MediaLoop {
-    socket: UdpSocket,
+    socket: MediaSocket,
     waker: SocketAddr,
     room: Room,
     commands: mpsc::Receiver<Command>,
@@ -181,40 +182,37 @@ struct MediaLoop {
 
 impl MediaLoop {
     fn run(mut self) {
-        let mut buf = vec![0u8; 2048];
         loop {
             let now = Instant::now();
             if !self.commands() {
                 self.say_goodbye();
                 return;
             }
-            let socket = &self.socket;
-            let deadline = self.room.poll(now, &mut |dst, data| {
-                // A full socket buffer or an unreachable peer loses this packet only; RTP
-                // and str0m's retransmissions cope.
-                let _ = socket.send_to(data, dst);
-            });
+            let socket = &mut self.socket;
+            let deadline = self
+                .room
+                .poll(now, &mut |dst, data| socket.queue(dst, data));
+            let before = self.socket.dropped;
+            self.socket.flush();
+            if self.socket.dropped > before {
+                let m = self.room.metrics();
+                m.send_dropped.inc_by(self.socket.dropped - before);
+            }
             self.deliver();
             self.heartbeat.store(unix_secs(), Ordering::Relaxed);
             let wait = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1));
-            if self.socket.set_read_timeout(Some(wait)).is_err() {
-                continue;
-            }
-            match self.socket.recv_from(&mut buf) {
-                Ok((n, src)) if src != self.waker => {
-                    self.room.receive(Instant::now(), src, &buf[..n]);
+            self.socket.wait(wait);
+            // Everything that has arrived goes in before the next pass: one pass per burst,
+            // not one per datagram.
+            let (room, waker) = (&mut self.room, self.waker);
+            let at = Instant::now();
+            self.socket.receive(|src, data| {
+                if src != waker {
+                    room.receive(at, src, data);
                 }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                // ICMP port unreachable from a vanished peer surfaces here on Linux.
-                Err(e) => tracing::debug!("media socket: {e}"),
-            }
+            });
         }
     }
 
