@@ -18,6 +18,10 @@ use crate::state::AppState;
 /// The name the source has in the studio and on its name tag.
 pub const NAME: &str = "OBS";
 
+/// How long a feed without audio so far is watched for it before it is taken as silent: OBS
+/// sends its audio header with the first frames, well within this.
+const AUDIO_WAIT: Duration = Duration::from_secs(2);
+
 /// The participant id the SFU knows the source by: one per broadcast, so a republish replaces
 /// the previous one instead of adding a second.
 pub fn participant(broadcast_id: &str) -> String {
@@ -81,16 +85,35 @@ async fn join_once(
         .endpoints
         .and_then(|e| e.signalling)
         .ok_or_else(|| anyhow::anyhow!("the studio's SFU is not running"))?;
-    let (first, mut rx) = ingest
+    let (mut first, mut rx) = ingest
         .tap_source(&grant.broadcast_id)
         .ok_or_else(|| anyhow::anyhow!("the publish ended"))?;
+    // Whether the feed has audio shows in its first tags; a publish that just began may not
+    // have sent its audio header yet, so a short wait decides.
+    let look = tokio::time::Instant::now() + AUDIO_WAIT;
+    while !first.iter().any(|t| t.kind == flv::AUDIO) {
+        match tokio::time::timeout_at(look, rx.recv()).await {
+            Ok(Ok(t)) => first.push(t),
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                anyhow::bail!("the publish ended")
+            }
+            Err(_) => break,
+        }
+    }
+    let has_audio = first.iter().any(|t| t.kind == flv::AUDIO);
     // FFmpeg turns the OBS feed (H.264 with B-frames, AAC: not what browsers take over WebRTC)
     // into the VP8 and Opus every participant sends.
-    let (media, mut stdin) = Synthetic::transcode(ingest.ffmpeg())?;
+    let (media, mut stdin) = Synthetic::transcode(ingest.ffmpeg(), has_audio)?;
     // FFmpeg's stdin is a blocking pipe: the tags are written from a thread of their own, which
     // ends with the publish or when FFmpeg goes (a write fails).
     let feed = tokio::task::spawn_blocking(move || {
-        stdin.write_all(&flv::HEADER)?;
+        // The header says which streams follow: FFmpeg waits for an announced one.
+        let mut header = flv::HEADER;
+        if !has_audio {
+            header[4] = 1;
+        }
+        stdin.write_all(&header)?;
         for t in first {
             stdin.write_all(&t.encode())?;
         }

@@ -139,16 +139,26 @@ impl Rig {
 
 /// FFmpeg publishing a test pattern and a tone, H.264 + AAC, as OBS would.
 pub(crate) fn publish(url: &str, seconds: u32, realtime: bool) -> Child {
+    publish_with(url, seconds, realtime, true)
+}
+
+/// As `publish`, with or without the audio track (OBS with no audio source sends none).
+pub(crate) fn publish_with(url: &str, seconds: u32, realtime: bool, audio: bool) -> Child {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin"]);
     if realtime {
         cmd.arg("-re");
     }
-    cmd.args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
+    cmd.args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"]);
+    if audio {
+        cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-c:a", "aac", "-b:a", "64k"]);
+    } else {
+        cmd.arg("-an");
+    }
+    cmd.args(["-t", &seconds.to_string()])
         .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "30"])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k"])
+        .args(["-pix_fmt", "yuv420p"])
         .args(["-f", "flv", url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

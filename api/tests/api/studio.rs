@@ -527,6 +527,27 @@ fn the_web_studio_takes_a_host_from_sign_up_to_a_recording_with_a_guest_and_a_vi
     assert!(up.signal("-TERM").success());
 }
 
+/// The broadcast's RTMP ingest URL with its stream key, as OBS is given it.
+fn ingest_url(up: &Up, token: &str, id: &str) -> String {
+    let (line, body) = http(
+        up.port,
+        "POST",
+        &format!("/api/broadcasts/{id}/ingest-key"),
+        Some(token),
+        "",
+    );
+    assert!(
+        line.contains("201") || line.contains("200"),
+        "{line} {body}"
+    );
+    let key = json(&body);
+    format!(
+        "{}/{}",
+        key["serverUrl"].as_str().unwrap(),
+        key["streamKey"].as_str().unwrap()
+    )
+}
+
 /// While the studio is the show, an OBS publish with the broadcast's key joins the studio as a
 /// participant ("OBS") that everyone receives, the host can stage it, and it neither makes the
 /// broadcast live nor replaces the show on the watch page; its end leaves the show as it was.
@@ -535,23 +556,7 @@ fn an_obs_publish_joins_the_studio_as_a_source_and_leaves_the_show_alone() {
     let dir = tempfile::tempdir().unwrap();
     let mut up = Up::start(&dir.path().join("data"), &media_worker());
     let (token, id) = backstage(&up, "host@example.com");
-    let (line, body) = http(
-        up.port,
-        "POST",
-        &format!("/api/broadcasts/{id}/ingest-key"),
-        Some(&token),
-        "",
-    );
-    assert!(
-        line.contains("201") || line.contains("200"),
-        "{line} {body}"
-    );
-    let key = json(&body);
-    let url = format!(
-        "{}/{}",
-        key["serverUrl"].as_str().unwrap(),
-        key["streamKey"].as_str().unwrap()
-    );
+    let url = ingest_url(&up, &token, &id);
     let mut obs = crate::ingest::publish(&url, 60, true);
 
     // A subscribe-only bot (the host's invite) receives the source's video and audio: the bot
@@ -633,5 +638,28 @@ fn an_obs_publish_joins_the_studio_as_a_source_and_leaves_the_show_alone() {
     assert_eq!(title, "Bots (OBS source)");
     let (_, b) = get(&format!("/api/broadcasts/{id}"));
     assert_eq!(json(&b)["state"], "Backstage", "{b}");
+    assert!(up.signal("-TERM").success());
+}
+
+/// OBS with no audio source publishes video alone: the source still joins, with a silent
+/// microphone, instead of failing (FFmpeg refuses an output mapped from a missing stream).
+#[test]
+fn an_obs_publish_without_audio_joins_with_a_silent_microphone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::start(&dir.path().join("data"), &media_worker());
+    let (token, id) = backstage(&up, "host@example.com");
+    let url = ingest_url(&up, &token, &id);
+    let mut obs = crate::ingest::publish_with(&url, 60, true, false);
+    let (ok, out) = bots(
+        &up,
+        &id,
+        &token,
+        &["--count", "1", "--duration", "8s", "--subscribe-only"],
+    );
+    assert!(ok, "{out}");
+    let s = summary(&out);
+    assert!(s.starts_with("bots: 1, tracks received: 2, "), "{out}");
+    obs.kill().unwrap();
+    let _ = obs.wait();
     assert!(up.signal("-TERM").success());
 }

@@ -114,29 +114,34 @@ impl Synthetic {
 
     /// Re-encodes an FLV stream written to the returned stdin (an OBS ingest: H.264 and AAC)
     /// into VP8 and Opus frames, at most 720p. FFmpeg writes the video to its stdout and the
-    /// audio to a loopback TCP connection, so one decoder serves both.
-    pub fn transcode(ffmpeg: &Path) -> std::io::Result<(Arc<Self>, std::process::ChildStdin)> {
+    /// audio to a loopback TCP connection, so one decoder serves both. A stream without audio
+    /// (OBS with no audio source) sends silence: the studio still gets a microphone track, and
+    /// FFmpeg would refuse an output mapped from nothing.
+    pub fn transcode(
+        ffmpeg: &Path,
+        has_audio: bool,
+    ) -> std::io::Result<(Arc<Self>, std::process::ChildStdin)> {
         let (frames, _) = broadcast::channel(256);
         let audio = std::net::TcpListener::bind(("127.0.0.1", 0))?;
         let port = audio.local_addr()?.port();
         let mut cmd = FfmpegCommand::new_with_path(ffmpeg);
-        cmd.hide_banner()
-            .args([
-                "-loglevel",
-                "error",
-                "-fflags",
-                "nobuffer",
-                "-f",
-                "flv",
-                "-i",
-                "pipe:0",
-            ])
-            .args(["-map", "0:v:0", "-vf"])
+        cmd.hide_banner().args(["-loglevel", "error"]);
+        if has_audio {
+            cmd.args(["-fflags", "nobuffer"]);
+        }
+        cmd.args(["-f", "flv", "-i", "pipe:0"]);
+        if !has_audio {
+            // Paced like the feed. (With `nobuffer` on the feed, FFmpeg 5.1 never reads its
+            // video beside a generated input: it is left off here.)
+            cmd.args(["-re", "-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]);
+        }
+        cmd.args(["-map", "0:v:0", "-vf"])
             .arg("scale=w=1280:h=720:force_original_aspect_ratio=decrease:force_divisible_by=2")
             .args(["-b:v", "1500k"])
             .args(VP8_IVF)
             .arg("pipe:1")
-            .args(["-map", "0:a:0", "-ar", "48000", "-ac", "2"])
+            .args(["-map", if has_audio { "0:a:0" } else { "1:a:0" }])
+            .args(["-ar", "48000", "-ac", "2"])
             .args(["-b:a", "64k"])
             .args(OPUS_OGG)
             .arg(format!("tcp://127.0.0.1:{port}"));
