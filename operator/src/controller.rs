@@ -194,8 +194,18 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
             // advertised address moved, an operator upgrade) is replaced, not left to fail
             // every reconcile.
             Err(Error::Kube(kube::Error::Api(e))) if e.code == 422 => {
+                match pods.delete(&child, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    // Nothing to replace: the pod as built is invalid, which is ours to fix,
+                    // not to retry by deleting.
+                    Err(kube::Error::Api(gone)) if gone.code == 404 => {
+                        return Err(Error::Kube(kube::Error::Api(e)));
+                    }
+                    Err(other) => return Err(other.into()),
+                }
                 tracing::info!(pod = %child, reason = %e.message, "replacing a pod whose spec changed");
-                delete_if_present(&pods, &child).await?;
+                let note = format!("pod {child} is recreated: its spec changed ({})", e.message);
+                publish_event(ctx, b, EventType::Normal, "PodReplaced", &note).await;
                 held.insert(child);
                 replaced = true;
             }
@@ -333,6 +343,11 @@ async fn announce(
     } else {
         EventType::Normal
     };
+    publish_event(ctx, b, type_, reason, note).await;
+}
+
+/// Events are best-effort: failing to write one is logged.
+async fn publish_event(ctx: &Context, b: &Broadcast, type_: EventType, reason: &str, note: &str) {
     let event = KubeEvent {
         type_,
         reason: reason.into(),

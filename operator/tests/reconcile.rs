@@ -625,11 +625,13 @@ async fn a_pod_whose_spec_can_no_longer_be_applied_is_replaced() {
             "Invalid",
             "Pod \"show-sfu\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`",
         );
-        // Deleted, and seen terminating; its ConfigMap and Service stay.
+        // Deleted (with an Event saying why), and seen terminating; its ConfigMap and
+        // Service stay.
         let (_, send) = api
             .expect(Method::DELETE, &format!("{NS}/pods/show-sfu"))
             .await;
         ok(send, ready_pod("show-sfu"));
+        api.event("PodReplaced", "Normal").await;
         let (_, send) = api
             .expect(Method::GET, &format!("{NS}/pods/show-sfu"))
             .await;
@@ -651,4 +653,25 @@ async fn a_pod_whose_spec_can_no_longer_be_applied_is_replaced() {
         action,
         kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(2))
     );
+}
+
+#[tokio::test]
+async fn a_pod_refused_at_creation_is_an_error_not_a_replacement() {
+    let (ctx, mut api) = setup_context();
+    let server = tokio::spawn(async move {
+        api.echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
+            .await;
+        api.service(&format!("{NS}/services/show-sfu")).await;
+        let (_, send) = api
+            .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
+            .await;
+        failure(send, 422, "Invalid", "Pod \"show-sfu\" is invalid");
+        api.not_found(Method::DELETE, &format!("{NS}/pods/show-sfu"))
+            .await;
+    });
+    let err = reconcile(finalized(Broadcast::test()), Arc::new(ctx))
+        .await
+        .expect_err("an invalid pod is reported");
+    assert!(err.to_string().contains("is invalid"), "{err}");
+    server.await.unwrap();
 }
