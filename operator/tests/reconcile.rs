@@ -609,22 +609,26 @@ async fn a_load_balancer_without_an_address_holds_the_sfu_pod_and_says_why() {
     server.await.unwrap();
 }
 
+/// A backstage SFU's ConfigMap and Service apply; its pod's apply is refused as invalid.
+async fn sfu_pod_refused(api: &mut Verifier, message: &str) {
+    api.echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
+        .await;
+    api.service(&format!("{NS}/services/show-sfu")).await;
+    let (_, send) = api
+        .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
+        .await;
+    failure(send, 422, "Invalid", message);
+}
+
 #[tokio::test]
 async fn a_pod_whose_spec_can_no_longer_be_applied_is_replaced() {
     let (ctx, mut api) = setup_context();
     let server = tokio::spawn(async move {
-        api.echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
-            .await;
-        api.service(&format!("{NS}/services/show-sfu")).await;
-        let (_, send) = api
-            .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
-            .await;
-        failure(
-            send,
-            422,
-            "Invalid",
+        sfu_pod_refused(
+            &mut api,
             "Pod \"show-sfu\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`",
-        );
+        )
+        .await;
         // Deleted (with an Event saying why), and seen terminating; its ConfigMap and
         // Service stay.
         let (_, send) = api
@@ -659,13 +663,7 @@ async fn a_pod_whose_spec_can_no_longer_be_applied_is_replaced() {
 async fn a_pod_refused_at_creation_is_an_error_not_a_replacement() {
     let (ctx, mut api) = setup_context();
     let server = tokio::spawn(async move {
-        api.echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
-            .await;
-        api.service(&format!("{NS}/services/show-sfu")).await;
-        let (_, send) = api
-            .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
-            .await;
-        failure(send, 422, "Invalid", "Pod \"show-sfu\" is invalid");
+        sfu_pod_refused(&mut api, "Pod \"show-sfu\" is invalid").await;
         api.not_found(Method::DELETE, &format!("{NS}/pods/show-sfu"))
             .await;
     });
