@@ -1,7 +1,8 @@
 //! Compositor cost: four 720p30 VP8+Opus guests in a grid with a banner and a logo, encoded once
 //! to three outputs (two RTMP destinations and the recording), for 30 s paced like a live show;
 //! beside one plain FFmpeg filter graph (xstack + overlay + tee) doing the same in the same run.
-//! Prints CPU-seconds per media-second for both, at 720p30 and 1080p30.
+//! Prints CPU-seconds per media-second for both, at 720p30 and 1080p30: the compositor's are
+//! its own process and its FFmpeg children, not the FFmpeg processes playing the SFU.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -130,7 +131,7 @@ fn compositor(dir: &Path, width: u32, height: u32, kbps: u32) -> (f64, f64, Valu
             &json!({"video": "vp8", "audio": true}),
         )
         .expect("input registered");
-        // Copying packets to RTP costs next to nothing; it is counted with the compositor.
+        // The SFU's part: not the compositor's CPU, measured apart (see below).
         senders.push(
             Command::new("ffmpeg")
                 .args(["-v", "error", "-re", "-i"])
@@ -165,9 +166,13 @@ fn compositor(dir: &Path, width: u32, height: u32, kbps: u32) -> (f64, f64, Valu
     let frames_at_start = http(port, "GET", "/status", &Value::Null).unwrap()["frames"]
         .as_u64()
         .unwrap();
+    // The senders are reaped first, so their CPU is told apart from the compositor's (which
+    // counts once the worker, which reaps its FFmpeg children, is reaped).
+    let senders_before = children_cpu();
     for s in &mut senders {
         s.wait().unwrap();
     }
+    let senders_cpu = children_cpu() - senders_before;
     let status = http(port, "GET", "/status", &Value::Null).unwrap();
     let metrics = Command::new("curl")
         .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
@@ -179,7 +184,7 @@ fn compositor(dir: &Path, width: u32, height: u32, kbps: u32) -> (f64, f64, Valu
         .status()
         .unwrap();
     worker.wait().unwrap();
-    let cpu = children_cpu() - before;
+    let cpu = children_cpu() - before - senders_cpu;
     let frames = status["frames"].as_u64().unwrap();
     let media = frames as f64 / 30.0;
     let dropped = metrics
@@ -192,6 +197,7 @@ fn compositor(dir: &Path, width: u32, height: u32, kbps: u32) -> (f64, f64, Valu
         cpu / media,
         media,
         json!({"framesWhileGuestsSent": frames - frames_at_start, "dropped": dropped,
+               "rtpSendersCpuPerMediaS": (senders_cpu / media * 1000.0).round() / 1000.0,
                "destinations": status["destinations"]}),
     )
 }

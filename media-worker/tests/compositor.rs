@@ -482,3 +482,95 @@ fn hls_recording_and_layout_follow_the_spec_while_live_and_a_stopped_recording_i
     let (status, _dir) = w.terminate();
     assert!(status.success());
 }
+
+#[test]
+fn a_decoder_follows_its_tiles_size_and_the_tile_never_blanks_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(free_port(), json!([]));
+    cfg["hls"]["enabled"] = json!(false);
+    cfg["recording"] = json!(false);
+    let w = Worker::start(dir, &cfg);
+    let inputs = w.dir.as_ref().unwrap().path().join("data/inputs");
+    let ann = || w.status()["inputs"]["ann"].clone();
+    let wait = |what: &str, ok: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let a = ann();
+            if ok(&a) {
+                return a;
+            }
+            assert!(Instant::now() < deadline, "{what}: {a}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Alone on stage, Ann's tile is most of the canvas: she is decoded at that size at once.
+    w.scene(json!({"type": "join", "id": "ann", "name": "Ann"}));
+    w.scene(json!({"type": "camera", "id": "ann", "on": true}));
+    w.scene(json!({"type": "add-to-stage", "id": "ann"}));
+    let mut senders = w.camera("ann", 30);
+    let alone = wait("Ann's video never arrived", &|a| a["live"] == true);
+    let big = alone["decodeSize"].clone();
+    assert_eq!(alone["resizes"], 0, "{alone}");
+    assert!(big[0].as_u64().unwrap() > 500, "{alone}");
+
+    // Bo joins the stage: Ann's tile halves, a decoder at the new size takes over, and every
+    // status read in between still shows her live, with frames still counting.
+    w.scene(json!({"type": "join", "id": "bo", "name": "Bo"}));
+    w.scene(json!({"type": "camera", "id": "bo", "on": true}));
+    w.scene(json!({"type": "add-to-stage", "id": "bo"}));
+    let mut frames = alone["videoFrames"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut overlapped = false;
+    let after = loop {
+        let a = ann();
+        assert_eq!(a["live"], true, "the tile showed a placeholder: {a}");
+        let now = a["videoFrames"].as_u64().unwrap();
+        assert!(now >= frames, "{a}");
+        frames = now;
+        // Make before break: the new decoder runs beside the old until its first picture
+        // (at least FFmpeg's start and a keyframe: far longer than one poll).
+        overlapped |= a["decoders"] == 2;
+        if a["decodeSize"] != big && a["decoders"] == 1 {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Ann was never decoded smaller: {a}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        overlapped,
+        "the old decoder stopped before the new one showed"
+    );
+    let small = &after["decodeSize"];
+    assert!(
+        small[0].as_u64() < big[0].as_u64() && small[1].as_u64() < big[1].as_u64(),
+        "{big} -> {small}"
+    );
+    assert_eq!(after["resizes"], 1, "{after}");
+    std::thread::sleep(Duration::from_secs(1));
+    let later = ann();
+    assert!(
+        later["videoFrames"].as_u64() > after["videoFrames"].as_u64(),
+        "{later}"
+    );
+    // The old decoder is gone, process and all.
+    let sdp = format!("{}/ann-video-", inputs.display());
+    let running = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(&sdp))
+        .count();
+    assert_eq!(running, 1, "Ann's video decoders");
+
+    // Bo leaves: Ann's tile grows back, and so does her picture.
+    w.scene(json!({"type": "leave", "id": "bo"}));
+    wait("Ann was never decoded at her solo size again", &|a| {
+        a["decodeSize"] == big && a["decoders"] == 1 && a["live"] == true
+    });
+    for s in &mut senders {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}

@@ -185,7 +185,8 @@ async fn the_compositor_decodes_and_lays_out_exactly_who_is_on_stage() {
             .unwrap_or(0.0)
     };
     let sent = requests(&get_text(signal, "/metrics").await);
-    let sdp = dir.path().join("data/inputs/b1-video.sdp");
+    // Its SDP file (one per decoder size) names it on the command line.
+    let sdp = dir.path().join("data/inputs/b1-video-");
     let killed = Command::new("pkill")
         .args(["-KILL", "-f", &sdp.to_string_lossy()])
         .status()

@@ -207,9 +207,14 @@ impl Default for Scaler {
 }
 
 impl Scaler {
+    /// The size [`Scaler::scale`] makes of `width`×`height`: even, at least 2×2.
+    pub fn even(width: u32, height: u32) -> (u32, u32) {
+        (width.max(2) & !1, height.max(2) & !1)
+    }
+
     /// `src` at `width`×`height` (both made even).
     pub fn scale(&mut self, src: &Frame, width: u32, height: u32) -> Frame {
-        let (width, height) = (width.max(2) & !1, height.max(2) & !1);
+        let (width, height) = Self::even(width, height);
         if (width, height) == (src.width, src.height) {
             return src.clone();
         }

@@ -1,12 +1,12 @@
-//! One source's plain RTP decoded by FFmpeg (through ffmpeg-sidecar): video to fixed-size I420
-//! frames of which only the newest is kept, audio to 48 kHz stereo PCM in a short buffer.
+//! One source's plain RTP decoded by FFmpeg (through ffmpeg-sidecar): video to I420 frames at
+//! its tile's size, of which only the newest is kept, audio to 48 kHz stereo PCM in a short buffer.
 
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Read};
-use std::net::UdpSocket;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ffmpeg_sidecar::child::FfmpegChild;
@@ -23,6 +23,9 @@ pub const CHANNELS: usize = 2;
 const MAX_BUFFERED: usize = SAMPLE_RATE * CHANNELS / 5;
 /// A picture older than this means the input is lost: its tile shows a placeholder.
 pub const STALE: Duration = Duration::from_millis(1500);
+/// A tile must keep a new size this long before its decoder is replaced: a burst of joins or a
+/// layout clicked through starts one decoder, not one per step.
+const SETTLE: Duration = Duration::from_millis(300);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,7 +64,15 @@ pub struct InputPorts {
     pub audio_port: Option<u16>,
 }
 
-type Picture = Arc<Mutex<Option<(u64, Instant, Arc<Frame>)>>>;
+/// The newest decoded picture, and which decoder made it.
+struct Shown {
+    seq: u64,
+    at: Instant,
+    frame: Arc<Frame>,
+    decoder: u64,
+}
+
+type Picture = Arc<Mutex<Option<Shown>>>;
 
 /// What one input has decoded so far, for the status page and tests.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -73,12 +84,19 @@ pub struct InputStatus {
     pub keyframe_requests: u64,
     /// A picture newer than the staleness limit: the tile shows it, not a placeholder.
     pub live: bool,
+    /// The size pictures are decoded at (the tile's), once one is decoded.
+    pub decode_size: Option<[u32; 2]>,
+    /// Video decoders running: two while one at a new size takes over.
+    pub decoders: usize,
+    /// Video decoders started at a new size since the input was added.
+    pub resizes: u64,
 }
 
 pub struct Input {
     pub request: InputRequest,
     pub ports: InputPorts,
     picture: Picture,
+    video: Option<Video>,
     audio: Arc<Mutex<VecDeque<i16>>>,
     audio_samples: Arc<AtomicU64>,
     keyframe_wanted: Arc<AtomicBool>,
@@ -87,16 +105,93 @@ pub struct Input {
     children: Arc<Mutex<Vec<FfmpegChild>>>,
 }
 
-/// An even UDP port whose odd neighbour (RTCP) is free too, as RTP/AVP expects.
-fn rtp_port() -> anyhow::Result<u16> {
+/// One video decoder process (restarted by its supervisor while it lives) at one picture size.
+struct Decoder {
+    id: u64,
+    size: (u32, u32),
+    /// Its own loopback RTP port, where the relay copies the source's packets.
+    port: u16,
+    sdp: PathBuf,
+    stop: Arc<AtomicBool>,
+    children: Arc<Mutex<Vec<FfmpegChild>>>,
+}
+
+impl Decoder {
+    fn retire(&self, targets: &RwLock<Vec<u16>>) {
+        targets
+            .write()
+            .expect("poisoned")
+            .retain(|p| *p != self.port);
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.children.lock().expect("poisoned").iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.sdp);
+    }
+}
+
+/// A source's video. Its public ports belong to us, not to FFmpeg, and every packet is copied
+/// to each decoder: so a decoder for a new tile size starts beside the old one, and the old one
+/// stops only once the new one has decoded a picture (the tile never blanks).
+struct Video {
+    ffmpeg: PathBuf,
+    dir: PathBuf,
+    key: String,
+    safe: String,
+    codec: VideoCodec,
+    payload_type: u8,
+    /// The decoders' ports, for the relay.
+    targets: Arc<RwLock<Vec<u16>>>,
+    /// Oldest first: the one showing, then at most one waiting for its first picture.
+    decoders: Arc<Mutex<Vec<Decoder>>>,
+    next_id: AtomicU64,
+    /// A size asked for but not yet started, and since when.
+    settling: Mutex<Option<((u32, u32), Instant)>>,
+    resizes: AtomicU64,
+}
+
+/// An even UDP port and its odd neighbour (RTCP), as RTP/AVP expects, bound.
+fn rtp_pair(ip: Ipv4Addr) -> anyhow::Result<(UdpSocket, UdpSocket)> {
     for _ in 0..64 {
-        let a = UdpSocket::bind(("0.0.0.0", 0))?;
+        let a = UdpSocket::bind((ip, 0))?;
         let p = a.local_addr()?.port();
-        if p % 2 == 0 && p < u16::MAX && UdpSocket::bind(("0.0.0.0", p + 1)).is_ok() {
-            return Ok(p);
+        if p % 2 == 0
+            && p < u16::MAX
+            && let Ok(b) = UdpSocket::bind((ip, p + 1))
+        {
+            return Ok((a, b));
         }
     }
     anyhow::bail!("no free pair of UDP ports")
+}
+
+/// A free pair for FFmpeg to bind (it binds the port its SDP names).
+fn rtp_port() -> anyhow::Result<u16> {
+    Ok(rtp_pair(Ipv4Addr::UNSPECIFIED)?.0.local_addr()?.port())
+}
+
+/// Copies what arrives on `public` to the same port offset above each decoder's port, until
+/// `stop`; what FFmpeg sends back (receiver reports) is not needed and not read.
+fn relay(public: UdpSocket, offset: u16, targets: Arc<RwLock<Vec<u16>>>, stop: Arc<AtomicBool>) {
+    let out = match UdpSocket::bind(("127.0.0.1", 0)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the decoder relay's socket");
+            return;
+        }
+    };
+    // The timeout is how a removed input's relay notices that it should stop.
+    let _ = public.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = vec![0u8; 65_536];
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(n) = public.recv(&mut buf) else {
+            continue;
+        };
+        for port in targets.read().expect("poisoned").iter() {
+            let _ = out.send_to(&buf[..n], ("127.0.0.1", port + offset));
+        }
+    }
 }
 
 fn sdp(kind: &str, port: u16, pt: u8, rtpmap: &str, fmtp: Option<&str>) -> String {
@@ -140,63 +235,31 @@ impl Input {
             video_port: None,
             audio_port: None,
         };
+        let mut video = None;
         if let Some(codec) = request.video {
-            let port = rtp_port()?;
-            let pt = request.video_payload_type;
-            let text = match codec {
-                VideoCodec::Vp8 => sdp("video", port, pt, "VP8/90000", None),
-                VideoCodec::H264 => sdp(
-                    "video",
-                    port,
-                    pt,
-                    "H264/90000",
-                    Some("packetization-mode=1"),
-                ),
+            let (rtp, rtcp) = rtp_pair(Ipv4Addr::UNSPECIFIED)?;
+            ports.video_port = Some(rtp.local_addr()?.port());
+            let v = Video {
+                ffmpeg: ffmpeg.into(),
+                dir: dir.into(),
+                key: key.into(),
+                safe: safe.clone(),
+                codec,
+                payload_type: request.video_payload_type,
+                targets: Arc::default(),
+                decoders: Arc::default(),
+                next_id: AtomicU64::new(1),
+                settling: Mutex::new(None),
+                resizes: AtomicU64::new(0),
             };
-            let path = dir.join(format!("{safe}-video.sdp"));
-            std::fs::write(&path, text)?;
-            let (w, h) = size;
-            let filter = format!(
-                "scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2:flags=bilinear,\
-                 pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,format=yuv420p"
-            );
-            let args = vec![
-                "-map".into(),
-                "0:v:0".into(),
-                "-vf".into(),
-                filter,
-                "-fps_mode".into(),
-                "passthrough".into(),
-                "-f".into(),
-                "rawvideo".into(),
-                "pipe:1".into(),
-            ];
-            let picture = picture.clone();
-            let mut seq = 0u64;
-            let sink = move |r: &mut dyn Read| -> std::io::Result<()> {
-                let bytes = Frame::bytes(w, h);
-                loop {
-                    let mut buf = vec![0u8; bytes];
-                    r.read_exact(&mut buf)?;
-                    seq += 1;
-                    let frame = Frame::from_bytes(w, h, buf).expect("the size matches");
-                    *picture.lock().expect("poisoned") =
-                        Some((seq, Instant::now(), Arc::new(frame)));
-                }
-            };
-            supervise(
-                ffmpeg,
-                &path,
-                args,
-                Box::new(sink),
-                Shared {
-                    stop: stop.clone(),
-                    children: children.clone(),
-                    keyframe: Some(keyframe_wanted.clone()),
-                },
-                key,
-            );
-            ports.video_port = Some(port);
+            for (socket, offset) in [(rtp, 0), (rtcp, 1)] {
+                let (targets, stop) = (v.targets.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name("rtp-relay".into())
+                    .spawn(move || relay(socket, offset, targets, stop))?;
+            }
+            v.start_decoder(size, &picture, &keyframe_wanted)?;
+            video = Some(v);
         }
         if request.audio {
             let port = rtp_port()?;
@@ -257,6 +320,7 @@ impl Input {
             request,
             ports,
             picture,
+            video,
             audio,
             audio_samples,
             keyframe_wanted,
@@ -279,20 +343,64 @@ impl Input {
     pub fn status(&self) -> InputStatus {
         let picture = self.picture.lock().expect("poisoned");
         InputStatus {
-            video_frames: picture.as_ref().map_or(0, |p| p.0),
+            video_frames: picture.as_ref().map_or(0, |p| p.seq),
             audio_samples: self.audio_samples.load(Ordering::Relaxed),
             keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
-            live: picture.as_ref().is_some_and(|p| p.1.elapsed() < STALE),
+            live: picture.as_ref().is_some_and(|p| p.at.elapsed() < STALE),
+            decode_size: picture.as_ref().map(|p| [p.frame.width, p.frame.height]),
+            decoders: self
+                .video
+                .as_ref()
+                .map_or(0, |v| v.decoders.lock().expect("poisoned").len()),
+            resizes: self
+                .video
+                .as_ref()
+                .map_or(0, |v| v.resizes.load(Ordering::Relaxed)),
         }
     }
 
     pub fn feed(&self) -> Feed {
         match &*self.picture.lock().expect("poisoned") {
-            Some((seq, at, frame)) if at.elapsed() < STALE => Feed::Live {
-                seq: *seq,
-                frame: frame.clone(),
+            Some(p) if p.at.elapsed() < STALE => Feed::Live {
+                seq: p.seq,
+                frame: p.frame.clone(),
             },
             _ => Feed::Waiting,
+        }
+    }
+
+    /// Called every frame with the size the source's tile shows it at: once the size has held
+    /// for [`SETTLE`], a decoder for it replaces the current one, so pictures arrive ready to
+    /// copy instead of being scaled every frame.
+    pub fn want_size(&self, size: (u32, u32)) {
+        let Some(v) = &self.video else { return };
+        let newest = v.decoders.lock().expect("poisoned").last().map(|d| d.size);
+        let mut settling = v.settling.lock().expect("poisoned");
+        if newest == Some(size) {
+            *settling = None;
+            return;
+        }
+        match *settling {
+            Some((want, since)) if want == size => {
+                if since.elapsed() < SETTLE {
+                    return;
+                }
+            }
+            _ => {
+                *settling = Some((size, Instant::now()));
+                return;
+            }
+        }
+        *settling = None;
+        drop(settling);
+        let showing = self
+            .picture
+            .lock()
+            .expect("poisoned")
+            .as_ref()
+            .map(|p| p.decoder);
+        if let Err(e) = v.resize(size, showing, &self.picture, &self.keyframe_wanted) {
+            tracing::warn!(input = %v.key, error = %format!("{e:#}"), "cannot start a decoder at the tile's size; its pictures are scaled");
         }
     }
 
@@ -317,10 +425,141 @@ impl Input {
 impl Drop for Input {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(v) = &self.video {
+            for d in v.decoders.lock().expect("poisoned").drain(..) {
+                d.retire(&v.targets);
+            }
+        }
         for c in self.children.lock().expect("poisoned").iter_mut() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Video {
+    /// Starts a decoder at `size` unless the one showing (`showing`) already has it; a decoder
+    /// still waiting for its first picture is dropped first, so there are never more than two.
+    fn resize(
+        &self,
+        size: (u32, u32),
+        showing: Option<u64>,
+        picture: &Picture,
+        keyframe: &Arc<AtomicBool>,
+    ) -> anyhow::Result<()> {
+        {
+            let mut all = self.decoders.lock().expect("poisoned");
+            // Nothing shown yet from these: replacing them costs no picture.
+            let waiting = |d: &Decoder| showing.is_none_or(|s| d.id > s);
+            for d in all.iter().filter(|d| waiting(d)) {
+                d.retire(&self.targets);
+            }
+            all.retain(|d| !waiting(d));
+            if all.last().is_some_and(|d| d.size == size) {
+                return Ok(());
+            }
+        }
+        self.resizes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(input = %self.key, ?size, "decoding at the tile's new size");
+        self.start_decoder(size, picture, keyframe)
+    }
+
+    fn start_decoder(
+        &self,
+        size: (u32, u32),
+        picture: &Picture,
+        keyframe: &Arc<AtomicBool>,
+    ) -> anyhow::Result<()> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let port = rtp_port()?;
+        let pt = self.payload_type;
+        let text = match self.codec {
+            VideoCodec::Vp8 => sdp("video", port, pt, "VP8/90000", None),
+            VideoCodec::H264 => sdp(
+                "video",
+                port,
+                pt,
+                "H264/90000",
+                Some("packetization-mode=1"),
+            ),
+        };
+        let path = self.dir.join(format!("{}-video-{id}.sdp", self.safe));
+        std::fs::write(&path, text)?;
+        let (w, h) = size;
+        let filter = format!(
+            "scale={w}:{h}:force_original_aspect_ratio=decrease:force_divisible_by=2:flags=bilinear,\
+             pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,format=yuv420p"
+        );
+        let args = [
+            "-map",
+            "0:v:0",
+            "-vf",
+            &filter,
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "rawvideo",
+            "pipe:1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (picture, decoders, targets) =
+            (picture.clone(), self.decoders.clone(), self.targets.clone());
+        let sink = move |r: &mut dyn Read| -> std::io::Result<()> {
+            let bytes = Frame::bytes(w, h);
+            loop {
+                let mut buf = vec![0u8; bytes];
+                r.read_exact(&mut buf)?;
+                let frame = Frame::from_bytes(w, h, buf).expect("the size matches");
+                let first = {
+                    let mut shown = picture.lock().expect("poisoned");
+                    let (seq, before) = shown.as_ref().map_or((0, 0), |s| (s.seq, s.decoder));
+                    if before > id {
+                        // A newer decoder took over; this one is being stopped.
+                        return Ok(());
+                    }
+                    *shown = Some(Shown {
+                        seq: seq + 1,
+                        at: Instant::now(),
+                        frame: Arc::new(frame),
+                        decoder: id,
+                    });
+                    before < id
+                };
+                if first {
+                    // The tile shows this decoder's pictures now: older ones stop.
+                    let mut all = decoders.lock().expect("poisoned");
+                    for d in all.iter().filter(|d| d.id < id) {
+                        d.retire(&targets);
+                    }
+                    all.retain(|d| d.id >= id);
+                }
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let children = Arc::new(Mutex::new(Vec::new()));
+        self.decoders.lock().expect("poisoned").push(Decoder {
+            id,
+            size,
+            port,
+            sdp: path.clone(),
+            stop: stop.clone(),
+            children: children.clone(),
+        });
+        self.targets.write().expect("poisoned").push(port);
+        supervise(
+            &self.ffmpeg,
+            &path,
+            args,
+            Box::new(sink),
+            Shared {
+                stop,
+                children,
+                keyframe: Some(keyframe.clone()),
+            },
+            &self.key,
+        );
+        Ok(())
     }
 }
 
@@ -371,6 +610,7 @@ fn supervise(
                 .args(["-protocol_whitelist", "file,udp,rtp"])
                 .args(["-fflags", "nobuffer", "-flags", "low_delay"])
                 .args(["-analyzeduration", "1000000", "-probesize", "1000000"])
+                .args(["-threads", "1"])
                 .arg("-i")
                 .arg(sdp.to_string_lossy().as_ref())
                 .args(&args);
@@ -404,9 +644,14 @@ fn supervise(
                 let mut all = children.lock().expect("poisoned");
                 all.retain_mut(|c| !matches!(c.as_inner_mut().try_wait(), Ok(Some(_))));
                 all.push(child);
-            }
-            if stop.load(Ordering::SeqCst) {
-                break;
+                if stop.load(Ordering::SeqCst) {
+                    // Stopped while this one started: it must not outlive its input.
+                    for c in all.iter_mut() {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    break;
+                }
             }
             if let Some(mut out) = stdout {
                 let _ = sink(&mut out);

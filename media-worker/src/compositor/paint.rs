@@ -53,6 +53,8 @@ pub struct Painter {
     assets: PathBuf,
     scaler: Scaler,
     scaled: HashMap<String, (u64, u32, u32, Frame)>,
+    /// Each video tile's picture size in the last frame painted, for its decoder.
+    sizes: Vec<(String, (u32, u32))>,
     texts: HashMap<(String, u32, Yuv), Option<Sprite>>,
     brand: Option<BrandLook>,
 }
@@ -73,6 +75,7 @@ impl Painter {
             assets,
             scaler: Scaler::default(),
             scaled: HashMap::new(),
+            sizes: Vec::new(),
             texts: HashMap::new(),
             brand: None,
         }
@@ -150,6 +153,7 @@ impl Painter {
         out: &mut Frame,
     ) {
         let canvas = self.canvas();
+        self.sizes.clear();
         let look = self.brand(&scene.brand);
         let color = look.color;
         match &look.background {
@@ -180,6 +184,12 @@ impl Painter {
                 canvas,
             );
         }
+    }
+
+    /// The size each video tile on stage showed its source at in the last frame: the size its
+    /// decoder should produce.
+    pub fn tile_sizes(&self) -> &[(String, (u32, u32))] {
+        &self.sizes
     }
 
     fn centred(&mut self, text: &str, px: u32, cy: u32, c: Yuv, out: &mut Frame) {
@@ -257,18 +267,29 @@ impl Painter {
             match showing.then(|| feeds(&p.id)) {
                 Some(Feed::Live { seq, frame }) => {
                     let v = p.video;
-                    let fresh = self
-                        .scaled
-                        .get(&p.id)
-                        .is_none_or(|(s, w, h, _)| (*s, *w, *h) != (seq, v.w, v.h));
-                    if fresh {
-                        let scaled = self.scaler.scale(&frame, v.w, v.h);
-                        self.scaled.insert(p.id.clone(), (seq, v.w, v.h, scaled));
+                    let size = Scaler::even(v.w, v.h);
+                    self.sizes.push((p.id.clone(), size));
+                    if (frame.width, frame.height) == size {
+                        // Decoded at the tile's size: copied as it is.
+                        self.scaled.remove(&p.id);
+                        out.blit(&frame, v.x, v.y);
+                    } else {
+                        // A decoder at the new size is starting (or could not): scaled here.
+                        let fresh = self
+                            .scaled
+                            .get(&p.id)
+                            .is_none_or(|(s, w, h, _)| (*s, *w, *h) != (seq, v.w, v.h));
+                        if fresh {
+                            let scaled = self.scaler.scale(&frame, v.w, v.h);
+                            self.scaled.insert(p.id.clone(), (seq, v.w, v.h, scaled));
+                        }
+                        let (_, _, _, pic) = &self.scaled[&p.id];
+                        out.blit(pic, v.x, v.y);
                     }
-                    let (_, _, _, pic) = &self.scaled[&p.id];
-                    out.blit(pic, v.x, v.y);
                 }
                 Some(Feed::Waiting) => {
+                    self.sizes
+                        .push((p.id.clone(), Scaler::even(p.video.w, p.video.h)));
                     let px = (p.frame.h / 14).max(12);
                     let label = if tile.screen {
                         "Screen share reconnecting…"
@@ -455,6 +476,47 @@ mod tests {
             luma(&out, b.x + b.w / 2, b.y + 4),
             235,
             "b's tile is a placeholder"
+        );
+    }
+
+    #[test]
+    fn a_picture_at_its_tiles_size_is_copied_and_every_video_tile_says_its_size() {
+        let mut p = Painter::new(640, 360, 30, font(), PathBuf::from("/nonexistent"));
+        let mut s = scene(&["a", "b", "c"]);
+        s.apply(Command::Camera {
+            id: "c".into(),
+            on: false,
+            aspect: None,
+        })
+        .unwrap();
+        let placements = layout::place(640, 360, s.layout, &s.tiles(), None);
+        let a = placements[0].video;
+        // A picture whose every pixel differs from its neighbours: any scaling would show.
+        let mut pic = Frame::new(a.w, a.h);
+        for (i, px) in pic.data[..(a.w * a.h) as usize].iter_mut().enumerate() {
+            *px = 16 + (i % 7 * 30) as u8;
+        }
+        let pic = Arc::new(pic);
+        let feeds = |id: &str| match id {
+            "a" => Feed::Live {
+                seq: 1,
+                frame: pic.clone(),
+            },
+            _ => Feed::Waiting,
+        };
+        let mut out = Frame::new(640, 360);
+        p.paint(&s, &feeds, 0, 0, &mut out);
+        for (x, y) in [(0, 0), (1, 0), (5, 3), (a.w - 1, 2)] {
+            assert_eq!(
+                luma(&out, a.x + x, a.y + y),
+                pic.data[(y * a.w + x) as usize]
+            );
+        }
+        let b = placements[1].video;
+        assert_eq!(
+            p.tile_sizes(),
+            [("a".to_owned(), (a.w, a.h)), ("b".to_owned(), (b.w, b.h))],
+            "c's camera is off: its avatar needs no decoder size"
         );
     }
 

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use castyard_crd::{CompositorConfig, DestinationStatus};
 use serde::Serialize;
 
-use super::canvas::{Font, Frame};
+use super::canvas::{Font, Frame, Scaler};
 use super::encode::{Clock, Encoder, Settings};
 use super::input::{CHANNELS, Input, InputPorts, InputRequest, InputStatus, SAMPLE_RATE};
 use super::mix::Limiter;
@@ -28,8 +28,7 @@ use crate::metrics::CompositorMetrics;
 use crate::remux::{self, Finished};
 use crate::rtmp_out::Target;
 
-/// Sources are decoded at most at this size (cameras rarely send more; a 1080p show scales up
-/// the few tiles that are larger).
+/// Sources not on stage are decoded at most at this size until their tile's size is known.
 const MAX_DECODE: (u32, u32) = (1280, 720);
 
 #[derive(Clone, Debug)]
@@ -272,9 +271,23 @@ impl Compositor {
     /// Starts (or replaces) the decoders of one source.
     pub fn add_input(&self, key: &str, req: InputRequest) -> anyhow::Result<InputPorts> {
         let c = &self.inner.opts.config;
-        let size = (
-            c.width.min(MAX_DECODE.0) & !1,
-            c.height.min(MAX_DECODE.1) & !1,
+        // Decoded at its tile's size when it is on stage, so that no picture needs scaling.
+        let scene = self.scene();
+        let size = super::layout::place(
+            c.width & !1,
+            c.height & !1,
+            scene.layout,
+            &scene.tiles(),
+            scene.featured(),
+        )
+        .into_iter()
+        .find(|p| p.id == key)
+        .map_or(
+            (
+                c.width.min(MAX_DECODE.0) & !1,
+                c.height.min(MAX_DECODE.1) & !1,
+            ),
+            |p| Scaler::even(p.video.w, p.video.h),
         );
         let dir = self.inner.opts.data_dir.join("inputs");
         // The old decoders go first, so that their ports are free for anyone.
@@ -572,6 +585,11 @@ fn frame_loop(
             data: encoder.buffer(bytes),
         };
         painter.paint(&scene, &feeds, n, now_ms(), &mut frame);
+        for (id, size) in painter.tile_sizes() {
+            if let Some(input) = inputs.get(id) {
+                input.want_size(*size);
+            }
+        }
         // Exactly 48000 samples per second whatever the frame rate: frame n gets its share.
         let samples = ((n + 1) * SAMPLE_RATE as u64 / fps - n * SAMPLE_RATE as u64 / fps) as usize;
         mix.clear();
