@@ -100,12 +100,15 @@ async fn no_frontend() -> Html<&'static str> {
 }
 
 /// A live ingest's or composed show's HLS playlist, segments and thumbnail, public like the watch page. Only the names the
-/// remuxer writes are served, so nothing else under the data directory is reachable.
+/// remuxer writes are served, so nothing else under the data directory is reachable. Low-latency
+/// playlists support blocking reload (`_HLS_msn`, `_HLS_part`) and a request for the part the
+/// preload hint names is held until it is written.
 async fn hls(
     State(state): State<AppState>,
     crate::error::PathParams((id, file)): crate::error::PathParams<(String, String)>,
     req: axum::extract::Request,
 ) -> Result<Response, Error> {
+    use castyard_media_worker::llhls;
     use tower::ServiceExt;
     let id = crate::error::parse_id(&id, "stream")?;
     let (mime, cache) = if file == "index.m3u8" {
@@ -119,13 +122,40 @@ async fn hls(
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     {
         ("video/mp2t", "public, max-age=3600")
+    } else if llhls::is_file(&file) {
+        ("video/mp4", "public, max-age=3600")
     } else {
         return Err(Error::NotFound("HLS file"));
     };
-    let path = state
-        .settings
-        .hls_file(&id, &file)
-        .ok_or(Error::NotFound("HLS file"))?;
+    let path = match state.settings.hls_file(&id, &file) {
+        Some(path) => path,
+        // Not written yet: only the part a low-latency playlist hints at is waited for.
+        None => {
+            let playlist = state
+                .settings
+                .hls_file(&id, "index.m3u8")
+                .ok_or(Error::NotFound("HLS file"))?;
+            let path = playlist
+                .parent()
+                .expect("a playlist has a directory")
+                .join(&file);
+            match llhls::part_number(&file) {
+                Some(n) if wait_for_part(&playlist, &path, n).await => path,
+                _ => return Err(Error::NotFound("HLS file")),
+            }
+        }
+    };
+    if file == "index.m3u8"
+        && let Some((msn, part)) = blocking_reload(req.uri().query())?
+        && !wait_for(&path, msn, part).await?
+    {
+        return Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CACHE_CONTROL, "no-cache")],
+            "the requested part did not come in time",
+        )
+            .into_response());
+    }
     let mime = mime.parse().expect("a valid MIME type");
     let mut resp = tower_http::services::ServeFile::new_with_mime(path, &mime)
         .oneshot(req)
@@ -137,6 +167,83 @@ async fn hls(
         axum::http::HeaderValue::from_static(cache),
     );
     Ok(resp)
+}
+
+/// How long a blocking playlist request or a hinted part is held: three target durations.
+const HOLD: std::time::Duration = std::time::Duration::from_secs(6);
+const POLL: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// `_HLS_msn` and `_HLS_part` of a playlist request, if it asks to block.
+fn blocking_reload(query: Option<&str>) -> Result<Option<(u64, Option<u64>)>, Error> {
+    let (mut msn, mut part) = (None, None);
+    for pair in query.unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "_HLS_msn" => &mut msn,
+            "_HLS_part" => &mut part,
+            _ => continue,
+        };
+        let n = value
+            .parse::<u64>()
+            .map_err(|_| Error::BadRequest(format!("{key} must be a whole number")))?;
+        *slot = Some(n);
+    }
+    match (msn, part) {
+        (None, Some(_)) => Err(Error::BadRequest("_HLS_part needs _HLS_msn".into())),
+        (None, None) => Ok(None),
+        (Some(m), p) => Ok(Some((m, p))),
+    }
+}
+
+/// Waits until the playlist holds segment `msn` (or its part `part`); false when it did not
+/// come within [`HOLD`]. Asking for more than two segments ahead is refused (RFC 8216bis §6.2.5.2).
+async fn wait_for(playlist: &std::path::Path, msn: u64, part: Option<u64>) -> Result<bool, Error> {
+    use castyard_media_worker::llhls::Progress;
+    let deadline = tokio::time::Instant::now() + HOLD;
+    loop {
+        let text = tokio::fs::read_to_string(playlist)
+            .await
+            .unwrap_or_default();
+        if let Some(p) = Progress::of(&text) {
+            if p.has(msn, part) {
+                return Ok(true);
+            }
+            if msn > p.next_msn + 2 {
+                return Err(Error::BadRequest(format!(
+                    "_HLS_msn {msn} is too far ahead of the playlist ({})",
+                    p.next_msn
+                )));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Holds a request for part `n` when it is the one the playlist's preload hint names.
+async fn wait_for_part(playlist: &std::path::Path, path: &std::path::Path, n: u64) -> bool {
+    let text = tokio::fs::read_to_string(playlist)
+        .await
+        .unwrap_or_default();
+    let hinted = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:"))
+        .filter_map(|a| a.split('"').nth(1))
+        .filter_map(castyard_media_worker::llhls::part_number)
+        .any(|h| h == n);
+    if !hinted {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + HOLD;
+    while tokio::time::Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    false
 }
 
 /// Low-latency HTTP-FLV of a live RTMP ingest (`/live/<id>.flv`, for flv.js or ffplay): the

@@ -61,6 +61,7 @@ try {
   if (masked.includes("journey-key-1")) throw new Error(`the key is shown: ${masked}`);
   seen.maskedKey = masked;
   await host.getByLabel("Record the show").check();
+  await host.getByLabel("Low-latency watch page").check();
   await host.getByRole("button", { name: "Save" }).click();
   await host.getByText("Saved").waitFor();
 
@@ -244,8 +245,15 @@ try {
   step("a viewer watches");
   const viewer = await (await browser.newContext()).newPage();
   viewer.setDefaultTimeout(T);
+  // Low-latency HLS: hls.js should fetch parts and hold playlist requests open (blocking reload).
+  const hlsRequests = { parts: 0, blocking: 0 };
+  viewer.on("request", (r) => {
+    if (/\/hls\/[^/]+\/p\d+\.m4s$/.test(r.url())) hlsRequests.parts++;
+    if (/index\.m3u8\?.*_HLS_msn=/.test(r.url())) hlsRequests.blocking++;
+  });
   await viewer.goto(`${base}/watch/${id}`);
   seen.watchTime = await advancing(viewer, '[data-testid="player"]', "the watch page");
+  seen.hlsRequests = hlsRequests;
   // The guest's camera (Chrome's fake one is green) fills the middle of the show the viewer
   // sees, not the compositor's dark "Reconnecting…" placeholder; HLS runs some seconds behind.
   seen.showPixel = await viewer.evaluate(async () => {
@@ -264,6 +272,11 @@ try {
     }
   });
 
+  // How far behind the playlist's live edge the viewer plays, once settled.
+  seen.behindLive = await viewer.evaluate(() => {
+    const v = document.querySelector('[data-testid="player"]');
+    return v.seekable.length ? v.seekable.end(v.seekable.length - 1) - v.currentTime : null;
+  });
   step("chat crosses the studio and the watch page");
   await viewer.getByLabel("Your name").fill("Vic Viewer");
   await viewer.getByRole("button", { name: "Chat" }).click();

@@ -407,6 +407,7 @@ impl Ingest {
             hls: (!grant.studio_source).then_some(remux::Hls {
                 dir: hls,
                 segment_seconds: self.config.hls_segment_seconds,
+                low_latency: false,
             }),
             mp4: Some(
                 self.config

@@ -5,6 +5,7 @@ pub mod bot;
 pub mod compositor;
 pub mod flv;
 pub mod ingest;
+pub mod llhls;
 pub mod metrics;
 pub mod remux;
 pub mod rtmp_out;

@@ -16,6 +16,8 @@ pub struct Hls {
     /// `index.m3u8` and its segments go here.
     pub dir: PathBuf,
     pub segment_seconds: u32,
+    /// Low-latency HLS: fMP4 parts of a third of a second, packaged by [`crate::llhls`].
+    pub low_latency: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -38,6 +40,8 @@ pub struct Remux {
     first_ms: Option<u32>,
     last_ms: u32,
     stderr: tokio::task::JoinHandle<String>,
+    /// Low-latency HLS: reads FFmpeg's output until it ends.
+    packager: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Remux {
@@ -56,18 +60,29 @@ impl Remux {
             "-i",
             "pipe:0",
         ]);
+        let mut packager = None;
         if let Some(hls) = &outputs.hls {
             tokio::fs::create_dir_all(&hls.dir).await?;
-            cmd.args(["-map", "0:v?", "-map", "0:a?", "-c", "copy", "-f", "hls"])
-                .args(["-hls_time", &hls.segment_seconds.max(1).to_string()])
-                .args(["-hls_list_size", "10"])
-                .args([
-                    "-hls_flags",
-                    "delete_segments+independent_segments+temp_file",
-                ])
-                .arg("-hls_segment_filename")
-                .arg(hls.dir.join("seg%05d.ts"))
-                .arg(hls.dir.join("index.m3u8"));
+            cmd.args(["-map", "0:v?", "-map", "0:a?", "-c", "copy"]);
+            if hls.low_latency {
+                // One fragment per part, and one at every keyframe so segments can start there.
+                cmd.args(["-f", "mp4", "-movflags"])
+                    .arg("+frag_keyframe+empty_moov+default_base_moof")
+                    .args(["-frag_duration", &crate::llhls::PART_MICROS.to_string()])
+                    .arg("pipe:1");
+                packager = Some(crate::llhls::Packager::new(&hls.dir, hls.segment_seconds));
+            } else {
+                cmd.args(["-f", "hls"])
+                    .args(["-hls_time", &hls.segment_seconds.max(1).to_string()])
+                    .args(["-hls_list_size", "10"])
+                    .args([
+                        "-hls_flags",
+                        "delete_segments+independent_segments+temp_file",
+                    ])
+                    .arg("-hls_segment_filename")
+                    .arg(hls.dir.join("seg%05d.ts"))
+                    .arg(hls.dir.join("index.m3u8"));
+            }
         }
         if let Some(mp4) = &outputs.mp4 {
             if let Some(dir) = mp4.parent() {
@@ -79,13 +94,21 @@ impl Remux {
                 .arg(mp4);
         }
         cmd.stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(if packager.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", ffmpeg.display()))?;
         let stdin = child.stdin.take();
+        let packager = match (packager, child.stdout.take()) {
+            (Some(p), Some(out)) => Some(tokio::spawn(p.run(out))),
+            _ => None,
+        };
         let mut err = child.stderr.take().expect("stderr is piped");
         let stderr = tokio::spawn(async move {
             let mut s = String::new();
@@ -99,6 +122,7 @@ impl Remux {
             first_ms: None,
             last_ms: 0,
             stderr,
+            packager,
         };
         this.write(&flv::HEADER).await?;
         Ok(this)
@@ -137,6 +161,15 @@ impl Remux {
         if !status.success() {
             let err = (&mut self.stderr).await.unwrap_or_default();
             tracing::warn!(%status, stderr = %err.trim(), "remuxer exited with an error");
+        }
+        if let Some(p) = self.packager.take() {
+            match p.await {
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "low-latency HLS packaging failed")
+                }
+                Err(e) => tracing::warn!(error = %e, "low-latency HLS packaging failed"),
+                Ok(Ok(())) => {}
+            }
         }
         let size_bytes = match &self.mp4 {
             Some(p) => tokio::fs::metadata(p).await.map(|m| m.len()).unwrap_or(0),

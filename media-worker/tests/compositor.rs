@@ -574,3 +574,121 @@ fn a_decoder_follows_its_tiles_size_and_the_tile_never_blanks_meanwhile() {
         let _ = s.wait();
     }
 }
+
+/// A playlist's `#EXT-X-PART` as (duration, file, independent).
+type Part = (f64, String, bool);
+
+/// A playlist's parts grouped by the segment they belong to (`None` for the one still being
+/// written).
+fn parts_by_segment(playlist: &str) -> Vec<(Option<String>, Vec<Part>)> {
+    let mut out = Vec::new();
+    let mut parts = Vec::new();
+    let mut lines = playlist.lines();
+    while let Some(line) = lines.next() {
+        if let Some(attrs) = line.strip_prefix("#EXT-X-PART:") {
+            let duration = attrs
+                .split(',')
+                .find_map(|a| a.strip_prefix("DURATION="))
+                .unwrap()
+                .parse()
+                .unwrap();
+            let uri = attrs.split('"').nth(1).unwrap().to_owned();
+            parts.push((duration, uri, attrs.contains("INDEPENDENT=YES")));
+        } else if line.starts_with("#EXTINF:") {
+            out.push((lines.next().map(str::to_owned), std::mem::take(&mut parts)));
+        }
+    }
+    out.push((None, parts));
+    out
+}
+
+#[test]
+fn low_latency_hls_serves_parts_of_a_third_of_a_second_that_add_up_to_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(free_port(), json!([]));
+    cfg["hls"]["lowLatency"] = json!(true);
+    cfg["recording"] = json!(false);
+    let w = Worker::start(dir, &cfg);
+    let hls = w.dir.as_ref().unwrap().path().join("data/hls/show");
+    w.scene(json!({"type": "join", "id": "ann", "name": "Ann"}));
+    w.scene(json!({"type": "camera", "id": "ann", "on": true}));
+    w.scene(json!({"type": "add-to-stage", "id": "ann"}));
+    let mut senders = w.camera("ann", 30);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let playlist = loop {
+        let text = std::fs::read_to_string(hls.join("index.m3u8")).unwrap_or_default();
+        if text.matches("#EXTINF").count() >= 3 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no three segments: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for tag in [
+        "#EXT-X-VERSION:9",
+        "#EXT-X-PART-INF:PART-TARGET=0.400",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.200",
+        "#EXT-X-MAP:URI=\"init0.mp4\"",
+        "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p",
+    ] {
+        assert!(playlist.contains(tag), "{tag} in {playlist}");
+    }
+    let init = std::fs::read(hls.join("init0.mp4")).unwrap();
+    let mut checked = 0;
+    for (segment, parts) in parts_by_segment(&playlist) {
+        for (i, (duration, _, independent)) in parts.iter().enumerate() {
+            assert!(*duration > 0.0 && *duration <= 0.4, "{playlist}");
+            // Segments start at a keyframe, so their first parts play on their own.
+            assert!(i > 0 || *independent, "{playlist}");
+        }
+        let Some(segment) = segment else { continue };
+        if parts.is_empty() {
+            continue;
+        }
+        // A complete segment is its parts, byte for byte, and plays on its own after the init.
+        let bytes = std::fs::read(hls.join(&segment)).unwrap();
+        let joined: Vec<u8> = parts
+            .iter()
+            .flat_map(|(_, p, _)| std::fs::read(hls.join(p)).unwrap())
+            .collect();
+        assert_eq!(bytes, joined, "{segment}");
+        let playable = hls.join("check.mp4");
+        std::fs::write(&playable, [init.clone(), bytes].concat()).unwrap();
+        let v = ffprobe(&playable, "stream=codec_name,width,height");
+        let codecs: Vec<&str> = v["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["codec_name"].as_str())
+            .collect();
+        assert_eq!(codecs, ["h264", "aac"], "{segment}: {v}");
+        checked += 1;
+    }
+    assert!(checked >= 2, "{playlist}");
+
+    // Ending the show ends the playlist, and what it lists plays from start to end.
+    let (status, dir) = w.terminate();
+    assert!(status.success());
+    let hls = dir.path().join("data/hls/show");
+    let playlist = std::fs::read_to_string(hls.join("index.m3u8")).unwrap();
+    assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+    assert!(!playlist.contains("PRELOAD-HINT"), "{playlist}");
+    let listed: f64 = playlist
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("#EXTINF:")?
+                .trim_end_matches(',')
+                .parse::<f64>()
+                .ok()
+        })
+        .sum();
+    let v = ffprobe(&hls.join("index.m3u8"), "format=duration");
+    let played: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (played - listed).abs() < 0.5,
+        "{played} s played of {listed} s listed"
+    );
+    for s in &mut senders {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}

@@ -57,6 +57,8 @@ pub struct StreamView {
     /// Low-latency HTTP-FLV of a live RTMP ingest (flv.js, mpegts.js, ffplay); absent for a
     /// studio show and when no publisher is live.
     pub flv_url: Option<String>,
+    /// The show's HLS is low-latency (parts and blocking reload): players should follow closely.
+    pub low_latency: bool,
     pub watch_url: String,
 }
 
@@ -113,6 +115,7 @@ fn to_view(state: &AppState, r: &sqlx::any::AnyRow) -> Result<StreamView> {
             .get()
             .is_some_and(|i| i.is_live(&id))
             .then(|| format!("{}/live/{id}.flv", state.settings.public_url)),
+        low_latency: spec.hls.enabled && spec.hls.low_latency,
         id,
     })
 }

@@ -874,3 +874,88 @@ async fn the_watch_page_plays_a_live_ingest_over_http_flv() {
     let stream = rig.app.get(&format!("/api/streams/{}", rig.id), None).await;
     assert!(stream.json["flvUrl"].is_null(), "{}", stream.json);
 }
+
+/// A low-latency playlist as the packager writes it: `segments` complete, then `parts` of the
+/// next one and the hint for the part after.
+fn ll_playlist(segments: u64, parts: u64) -> String {
+    let mut s = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXT-X-MAP:URI=\"init0.mp4\"\n",
+    );
+    for m in 0..segments {
+        s.push_str(&format!("#EXTINF:2.0,\ns{m}.m4s\n"));
+    }
+    let first = segments * 6;
+    for p in first..first + parts {
+        s.push_str(&format!("#EXT-X-PART:DURATION=0.33,URI=\"p{p}.m4s\"\n"));
+    }
+    s.push_str(&format!(
+        "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p{}.m4s\"\n",
+        first + parts
+    ));
+    s
+}
+
+#[tokio::test]
+async fn low_latency_playlists_block_until_the_part_asked_for_and_the_hinted_part_is_held() {
+    let app = TestApp::sqlite().await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let dir = app.state.settings.hls_dir().join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.m3u8"), ll_playlist(2, 1)).unwrap();
+    std::fs::write(dir.join("init0.mp4"), b"init").unwrap();
+    let url = |q: &str| format!("/hls/{id}/index.m3u8{q}");
+
+    // What the playlist already holds comes at once.
+    let r = app.get(&url("?_HLS_msn=1"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), ll_playlist(2, 1));
+    let r = app.get(&url("?_HLS_msn=2&_HLS_part=0"), None).await;
+    assert_eq!(r.text(), ll_playlist(2, 1));
+
+    // The next part is waited for: the answer is the playlist that has it.
+    let next = url("?_HLS_msn=2&_HLS_part=1");
+    let (r, ()) = tokio::join!(app.get(&next, None), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(dir.join("index.m3u8"), ll_playlist(2, 2)).unwrap();
+    });
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), ll_playlist(2, 2));
+
+    // The hinted part is held until it is written; a part nobody hinted is simply not there.
+    let hinted = format!("/hls/{id}/p14.m4s");
+    let (r, ()) = tokio::join!(app.get(&hinted, None), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(dir.join("p14.m4s"), b"fourteen").unwrap();
+    });
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["content-type"], "video/mp4");
+    assert_eq!(r.text(), "fourteen");
+    let r = app.get(&format!("/hls/{id}/p40.m4s"), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app.get(&format!("/hls/{id}/init0.mp4"), None).await;
+    assert_eq!(
+        (r.status, r.headers["content-type"].to_str().unwrap()),
+        (StatusCode::OK, "video/mp4")
+    );
+
+    // A part that does not come within three target durations: the player is told to retry.
+    let r = app.get(&url("?_HLS_msn=3&_HLS_part=0"), None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Bad requests are refused and change nothing.
+    for q in [
+        "?_HLS_msn=9",
+        "?_HLS_msn=x",
+        "?_HLS_msn=-1",
+        "?_HLS_part=1",
+        "?_HLS_msn=2&_HLS_part=z",
+    ] {
+        let r = app.get(&url(q), None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}: {}", r.text());
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("index.m3u8")).unwrap(),
+        ll_playlist(2, 2)
+    );
+}

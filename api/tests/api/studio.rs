@@ -521,6 +521,13 @@ fn the_web_studio_takes_a_host_from_sign_up_to_a_recording_with_a_guest_and_a_vi
             .unwrap()
             .contains("journey-key-1")
     );
+    // The broadcast asked for a low-latency watch page: hls.js fetched parts and blocked on
+    // the playlist, as LL-HLS players do.
+    let hls = &seen["hlsRequests"];
+    assert!(
+        hls["parts"].as_u64().unwrap() > 0 && hls["blocking"].as_u64().unwrap() > 0,
+        "{seen}"
+    );
     for shot in ["studio.png", "watch.png", "library.png"] {
         assert!(shots.join(shot).exists(), "{shot}");
     }

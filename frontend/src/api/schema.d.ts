@@ -697,6 +697,8 @@ export interface components {
             hlsUrl?: string | null;
             hostName: string;
             id: string;
+            /** @description The show's HLS is low-latency (parts and blocking reload): players should follow closely. */
+            lowLatency: boolean;
             startedAt?: string | null;
             state: components["schemas"]["DesiredState"];
             /** @description A still of the live show; absent until the media workers produce one. */

@@ -18,7 +18,9 @@ export function HlsPlayer({ src, lowLatency, poster }: { src: string; lowLatency
         void Promise.resolve(video.play()).catch(() => undefined);
         return;
       }
-      const hls = new Hls({ lowLatencyMode: !!lowLatency, liveSyncDurationCount: lowLatency ? 2 : 3 });
+      // Low latency: the playlist's PART-HOLD-BACK sets how far behind live to play (a
+      // liveSyncDuration here would override it).
+      const hls = new Hls(lowLatency ? { lowLatencyMode: true } : { lowLatencyMode: false, liveSyncDurationCount: 3 });
       destroy = () => hls.destroy();
       hls.loadSource(src);
       hls.attachMedia(video);

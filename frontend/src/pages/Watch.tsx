@@ -55,7 +55,7 @@ export function Watch() {
           ) : s?.flvUrl ? (
             <FlvPlayer src={s.flvUrl} hls={s.hlsUrl} poster={s.thumbnailUrl} />
           ) : s?.hlsUrl ? (
-            <HlsPlayer src={s.hlsUrl} poster={s.thumbnailUrl} />
+            <HlsPlayer src={s.hlsUrl} lowLatency={s.lowLatency} poster={s.thumbnailUrl} />
           ) : (
             <div className="flex aspect-video items-center justify-center rounded-lg bg-zinc-900 text-zinc-400">
               {s?.state === "Live" ? "The stream is starting…" : "The stream has not started yet."}

@@ -98,7 +98,9 @@ fn start_hls(opts: &Options, channel: &Arc<Channel>, low_latency: bool) -> Remux
         remux::Outputs {
             hls: Some(remux::Hls {
                 dir,
-                segment_seconds: if low_latency { 1 } else { 2 },
+                // Segments are GOPs (a keyframe every 2 s); low latency comes from the parts.
+                segment_seconds: 2,
+                low_latency,
             }),
             mp4: None,
         },
