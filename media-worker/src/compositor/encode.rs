@@ -101,6 +101,7 @@ impl Encoder {
         let mut child = cmd.spawn().context("starting the encoder (ffmpeg)")?;
         let pid = child.as_inner().id();
         let mut stdin = child.take_stdin().context("encoder stdin")?;
+        super::input::widen_pipe(&stdin);
         let stdout = child.take_stdout().context("encoder stdout")?;
         if let Some(err) = child.take_stderr() {
             std::thread::spawn(move || {

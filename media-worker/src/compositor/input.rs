@@ -102,7 +102,6 @@ pub struct Input {
     keyframe_wanted: Arc<AtomicBool>,
     keyframe_requests: AtomicU64,
     stop: Arc<AtomicBool>,
-    children: Arc<Mutex<Vec<FfmpegChild>>>,
 }
 
 /// One video decoder process (restarted by its supervisor while it lives) at one picture size.
@@ -222,7 +221,6 @@ impl Input {
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let children = Arc::new(Mutex::new(Vec::new()));
         let picture: Picture = Arc::default();
         let audio: Arc<Mutex<VecDeque<i16>>> = Arc::default();
         let audio_samples: Arc<AtomicU64> = Arc::default();
@@ -262,59 +260,18 @@ impl Input {
             video = Some(v);
         }
         if request.audio {
-            let port = rtp_port()?;
-            let path = dir.join(format!("{safe}-audio.sdp"));
-            std::fs::write(
-                &path,
-                sdp(
-                    "audio",
-                    port,
-                    request.audio_payload_type,
-                    "opus/48000/2",
-                    None,
-                ),
-            )?;
-            let args = [
-                "-map", "0:a:0", "-ac", "2", "-ar", "48000", "-f", "s16le", "pipe:1",
-            ]
-            .map(String::from)
-            .to_vec();
-            let audio = audio.clone();
-            let counted = audio_samples.clone();
-            let sink = move |r: &mut dyn Read| -> std::io::Result<()> {
-                let mut buf = [0u8; 3840];
-                loop {
-                    let n = r.read(&mut buf)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    counted.fetch_add((n / 2) as u64, Ordering::Relaxed);
-                    let mut q = audio.lock().expect("poisoned");
-                    q.extend(
-                        buf[..n & !1]
-                            .chunks_exact(2)
-                            .map(|b| i16::from_le_bytes([b[0], b[1]])),
-                    );
-                    if q.len() > MAX_BUFFERED {
-                        // Down to half the bound, keeping stereo pairs aligned.
-                        let excess = (q.len() - MAX_BUFFERED / 2) & !1;
-                        q.drain(..excess);
-                    }
-                }
-            };
-            supervise(
-                ffmpeg,
-                &path,
-                args,
-                Box::new(sink),
-                Shared {
-                    stop: stop.clone(),
-                    children: children.clone(),
-                    keyframe: None,
-                },
-                key,
-            );
-            ports.audio_port = Some(port);
+            let (rtp, rtcp) = rtp_pair(Ipv4Addr::UNSPECIFIED)?;
+            ports.audio_port = Some(rtp.local_addr()?.port());
+            let (audio, counted, stop) = (audio.clone(), audio_samples.clone(), stop.clone());
+            let (pt, key) = (request.audio_payload_type, key.to_owned());
+            std::thread::Builder::new()
+                .name("opus-decode".into())
+                .spawn(move || {
+                    // Sender reports are not needed here; the socket is held so that the SFU's
+                    // are not answered with "port unreachable".
+                    let _rtcp = rtcp;
+                    receive_opus(&rtp, pt, &audio, &counted, &stop, &key);
+                })?;
         }
         Ok(Self {
             request,
@@ -326,7 +283,6 @@ impl Input {
             keyframe_wanted,
             keyframe_requests: AtomicU64::new(0),
             stop,
-            children,
         })
     }
 
@@ -430,9 +386,119 @@ impl Drop for Input {
                 d.retire(&v.targets);
             }
         }
-        for c in self.children.lock().expect("poisoned").iter_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
+    }
+}
+
+/// Opus from browsers needs no FFmpeg: each RTP packet is decoded here (opus-rs, a Rust port
+/// of libopus) into the input's buffer, lost ones rebuilt from the next packet's in-band FEC or
+/// concealed, until `stop`.
+fn receive_opus(
+    socket: &UdpSocket,
+    payload_type: u8,
+    audio: &Mutex<VecDeque<i16>>,
+    counted: &AtomicU64,
+    stop: &AtomicBool,
+    key: &str,
+) {
+    use webrtc_util::marshal::Unmarshal as _;
+    /// At most this many lost packets are filled in; a longer gap is silence, not a guess.
+    const CONCEAL: u16 = 5;
+    /// 120 ms, Opus's longest packet.
+    const LONGEST: usize = SAMPLE_RATE * 120 / 1000;
+    let new_decoder = || opus_rs::OpusDecoder::new(SAMPLE_RATE as i32, CHANNELS);
+    let mut decoder = match new_decoder() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(input = %key, error = %e, "cannot create an Opus decoder");
+            return;
+        }
+    };
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = vec![0u8; 65_536];
+    let mut pcm = vec![0f32; LONGEST * CHANNELS];
+    let mut sender: Option<(u32, u16)> = None;
+    // Concealment fills one packet's length: the last one's (20 ms until one is seen).
+    let mut last = SAMPLE_RATE / 50;
+    let push = |pcm: &[f32]| {
+        counted.fetch_add(pcm.len() as u64, Ordering::Relaxed);
+        let mut q = audio.lock().expect("poisoned");
+        q.extend(
+            pcm.iter()
+                .map(|&x| (x * 32767.0).clamp(-32768.0, 32767.0) as i16),
+        );
+        if q.len() > MAX_BUFFERED {
+            // Down to half the bound, keeping stereo pairs aligned.
+            let excess = (q.len() - MAX_BUFFERED / 2) & !1;
+            q.drain(..excess);
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let Ok(packet) = rtp::packet::Packet::unmarshal(&mut &buf[..n]) else {
+            tracing::debug!(input = %key, "not an RTP packet; ignored");
+            continue;
+        };
+        let h = &packet.header;
+        if h.payload_type != payload_type {
+            continue;
+        }
+        let data = &packet.payload[..];
+        // The decoder is a port of C and decodes what strangers send: a panic in it costs this
+        // packet and a fresh decoder, never the input's sound for the rest of the show.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut out = Vec::new();
+            let lost = match sender {
+                // A new sender (the SFU switched source or restarted) starts a new stream.
+                Some((ssrc, _)) if ssrc != h.ssrc => {
+                    decoder = new_decoder().expect("it was created before");
+                    0
+                }
+                Some((_, next)) => {
+                    let ahead = h.sequence_number.wrapping_sub(next);
+                    if ahead >= 0x8000 {
+                        // Late or repeated: its time was already played or filled in.
+                        return None;
+                    }
+                    ahead.min(CONCEAL)
+                }
+                None => 0,
+            };
+            for i in 0..lost {
+                // The frame just before this packet may be in its FEC; older ones are guessed.
+                let r = if i + 1 == lost {
+                    decoder.decode_fec(data, last, &mut pcm)
+                } else {
+                    decoder.decode(&[], last, &mut pcm)
+                };
+                if let Ok(samples) = r {
+                    out.extend_from_slice(&pcm[..samples * CHANNELS]);
+                }
+            }
+            match decoder.decode(data, LONGEST, &mut pcm) {
+                Ok(samples) => {
+                    last = samples;
+                    out.extend_from_slice(&pcm[..samples * CHANNELS]);
+                }
+                Err(e) => tracing::debug!(input = %key, error = %e, "an undecodable Opus packet"),
+            }
+            Some(out)
+        }));
+        match decoded {
+            Ok(Some(out)) => {
+                sender = Some((h.ssrc, h.sequence_number.wrapping_add(1)));
+                push(&out);
+            }
+            Ok(None) => {}
+            Err(_) => {
+                tracing::warn!(input = %key, "the Opus decoder failed on a packet; starting afresh");
+                match new_decoder() {
+                    Ok(d) => decoder = d,
+                    Err(_) => return,
+                }
+                sender = None;
+            }
         }
     }
 }
@@ -507,25 +573,34 @@ impl Video {
             (picture.clone(), self.decoders.clone(), self.targets.clone());
         let sink = move |r: &mut dyn Read| -> std::io::Result<()> {
             let bytes = Frame::bytes(w, h);
+            // The picture this one replaces is nobody's once painted: its memory is reused
+            // rather than a new one zeroed (and its pages faulted in) every frame.
+            let mut spare: Option<Vec<u8>> = None;
             loop {
-                let mut buf = vec![0u8; bytes];
+                let mut buf = spare
+                    .take()
+                    .filter(|b| b.len() == bytes)
+                    .unwrap_or_else(|| vec![0u8; bytes]);
                 r.read_exact(&mut buf)?;
                 let frame = Frame::from_bytes(w, h, buf).expect("the size matches");
-                let first = {
+                let (first, replaced) = {
                     let mut shown = picture.lock().expect("poisoned");
                     let (seq, before) = shown.as_ref().map_or((0, 0), |s| (s.seq, s.decoder));
                     if before > id {
                         // A newer decoder took over; this one is being stopped.
                         return Ok(());
                     }
-                    *shown = Some(Shown {
+                    let replaced = shown.replace(Shown {
                         seq: seq + 1,
                         at: Instant::now(),
                         frame: Arc::new(frame),
                         decoder: id,
                     });
-                    before < id
+                    (before < id, replaced)
                 };
+                spare = replaced
+                    .and_then(|s| Arc::try_unwrap(s.frame).ok())
+                    .map(|f| f.data);
                 if first {
                     // The tile shows this decoder's pictures now: older ones stop.
                     let mut all = decoders.lock().expect("poisoned");
@@ -555,7 +630,7 @@ impl Video {
             Shared {
                 stop,
                 children,
-                keyframe: Some(keyframe.clone()),
+                keyframe: keyframe.clone(),
             },
             &self.key,
         );
@@ -565,13 +640,21 @@ impl Video {
 
 type Sink = Box<dyn FnMut(&mut dyn Read) -> std::io::Result<()> + Send>;
 
-/// Runs one decoder, restarting it (after half a second) whenever it exits, until stopped.
+/// Pipes hold 64 KiB by default, so a raw picture crosses one in many writes and reads, each
+/// waking the other side. Widened to the most an unprivileged process may have (1 MiB), a
+/// tile's picture crosses in one; failing that, the default does.
+pub fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
+    if let Err(e) = rustix::pipe::fcntl_setpipe_size(pipe, 1 << 20) {
+        tracing::debug!(error = %e, "cannot widen a pipe; it keeps its default size");
+    }
+}
+
 /// What a decoder's supervisor shares with its input.
 struct Shared {
     stop: Arc<AtomicBool>,
     children: Arc<Mutex<Vec<FfmpegChild>>>,
-    /// Video only: raised when the decoder needs a keyframe.
-    keyframe: Option<Arc<AtomicBool>>,
+    /// Raised when the decoder needs a keyframe.
+    keyframe: Arc<AtomicBool>,
 }
 
 /// FFmpeg's words for a picture it could not (fully) decode; it does not send RTCP feedback
@@ -584,6 +667,8 @@ const DAMAGE: [&str; 5] = [
     "corrupt",
 ];
 
+/// Runs one decoder, restarting it (after half a second, longer the more it fails) whenever it
+/// exits, until stopped.
 fn supervise(
     ffmpeg: &Path,
     sdp: &Path,
@@ -622,20 +707,19 @@ fn supervise(
                 }
             };
             let stdout = child.take_stdout();
-            // A decoder starting mid-stream can only begin at a keyframe.
-            if let Some(k) = &keyframe {
-                k.store(true, Ordering::SeqCst);
+            if let Some(out) = &stdout {
+                widen_pipe(out);
             }
+            // A decoder starting mid-stream can only begin at a keyframe.
+            keyframe.store(true, Ordering::SeqCst);
             if let Some(err) = child.take_stderr() {
                 let key = key.clone();
                 let keyframe = keyframe.clone();
                 std::thread::spawn(move || {
                     for line in BufReader::new(err).lines().map_while(Result::ok) {
                         tracing::debug!(input = %key, "decoder: {line}");
-                        if let Some(k) = &keyframe
-                            && DAMAGE.iter().any(|d| line.contains(d))
-                        {
-                            k.store(true, Ordering::SeqCst);
+                        if DAMAGE.iter().any(|d| line.contains(d)) {
+                            keyframe.store(true, Ordering::SeqCst);
                         }
                     }
                 });
@@ -681,6 +765,109 @@ mod tests {
         assert_eq!(r.audio_payload_type, 111);
         assert!(serde_json::from_str::<InputRequest>(r#"{"video":"av1"}"#).is_err());
         assert!(serde_json::from_str::<InputRequest>(r#"{"vidoe":"vp8"}"#).is_err());
+    }
+
+    /// One second of a 440 Hz tone as Opus packets of 20 ms (libopus, through FFmpeg).
+    fn opus_packets() -> Vec<Vec<u8>> {
+        let out = std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:duration=1",
+            ])
+            .args([
+                "-ac",
+                "2",
+                "-ar",
+                "48000",
+                "-c:a",
+                "libopus",
+                "-frame_duration",
+                "20",
+            ])
+            .args(["-f", "ogg", "pipe:1"])
+            .output()
+            .unwrap();
+        let mut reader = ogg::PacketReader::new(std::io::Cursor::new(out.stdout));
+        let mut packets = Vec::new();
+        while let Ok(Some(p)) = reader.read_packet() {
+            if !p.data.starts_with(b"OpusHead") && !p.data.starts_with(b"OpusTags") {
+                packets.push(p.data);
+            }
+        }
+        packets
+    }
+
+    #[test]
+    fn opus_over_rtp_is_decoded_with_losses_concealed_and_late_packets_dropped() {
+        use webrtc_util::marshal::Marshal as _;
+        let packets = opus_packets();
+        assert!(packets.len() >= 50, "{}", packets.len());
+        let (socket, _rtcp) = rtp_pair(Ipv4Addr::LOCALHOST).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let audio = Mutex::new(VecDeque::new());
+        let (counted, stop) = (AtomicU64::new(0), AtomicBool::new(false));
+        std::thread::scope(|s| {
+            s.spawn(|| receive_opus(&socket, 111, &audio, &counted, &stop, "t"));
+            let out = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let send = |seq: u16, pt: u8, payload: &[u8]| {
+                let p = rtp::packet::Packet {
+                    header: rtp::header::Header {
+                        version: 2,
+                        payload_type: pt,
+                        sequence_number: seq,
+                        timestamp: u32::from(seq) * 960,
+                        ssrc: 7,
+                        ..Default::default()
+                    },
+                    payload: bytes::Bytes::copy_from_slice(payload),
+                };
+                out.send_to(&p.marshal().unwrap(), ("127.0.0.1", port))
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            for (i, data) in packets.iter().enumerate() {
+                let seq = 65_530u16.wrapping_add(i as u16);
+                match i {
+                    // Lost: concealed when the next one arrives.
+                    20 => continue,
+                    // Repeated, and one arriving after its successor: both dropped.
+                    30 => {
+                        send(seq, 111, data);
+                        send(seq, 111, data);
+                    }
+                    40 => {
+                        send(seq.wrapping_add(1), 111, &packets[41]);
+                        send(seq, 111, data);
+                    }
+                    41 => {}
+                    _ => send(seq, 111, data),
+                }
+                // Another payload type and garbage change nothing.
+                if i == 10 {
+                    send(seq, 96, b"not opus");
+                    out.send_to(b"\x01", ("127.0.0.1", port)).unwrap();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            stop.store(true, Ordering::Relaxed);
+        });
+        // Every packet's 20 ms of stereo once: decoded, or concealed for the lost one and for
+        // the one that came after its successor.
+        assert_eq!(
+            counted.load(Ordering::Relaxed),
+            packets.len() as u64 * 960 * 2
+        );
+        // The buffer keeps the newest 100-200 ms (nobody mixed it here), and it is the tone, not
+        // silence: a sine at -20 dBFS or so has an RMS in the thousands.
+        let pcm: Vec<i16> = audio.lock().unwrap().iter().copied().collect();
+        assert!(pcm.len() >= MAX_BUFFERED / 2 && pcm.len() <= MAX_BUFFERED);
+        let rms =
+            (pcm.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
+        assert!(rms > 1000.0, "rms {rms}");
     }
 
     #[test]
