@@ -23,9 +23,10 @@ pub const CHANNELS: usize = 2;
 const MAX_BUFFERED: usize = SAMPLE_RATE * CHANNELS / 5;
 /// A picture older than this means the input is lost: its tile shows a placeholder.
 pub const STALE: Duration = Duration::from_millis(1500);
-/// A tile must keep a new size this long before its decoder is replaced: a burst of joins or a
-/// layout clicked through starts one decoder, not one per step.
-const SETTLE: Duration = Duration::from_millis(300);
+/// A tile must keep a new size this long before its decoder is replaced: a burst of joins or
+/// layouts clicked through starts one decoder (FFmpeg's start and probe cost more CPU than a
+/// second of scaling), not one per step.
+const SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
