@@ -1,5 +1,5 @@
-//! One source's plain RTP decoded by FFmpeg (through ffmpeg-sidecar): video to I420 frames at
-//! its tile's size, of which only the newest is kept, audio to 48 kHz stereo PCM in a short buffer.
+//! One source's plain RTP decoded: video by FFmpeg (through ffmpeg-sidecar) to I420 at its tile's
+//! size, only the newest picture kept; Opus in-process to 48 kHz stereo PCM in a short buffer.
 
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Read};
@@ -194,20 +194,21 @@ fn relay(public: UdpSocket, offset: u16, targets: Arc<RwLock<Vec<u16>>>, stop: A
     }
 }
 
-fn sdp(kind: &str, port: u16, pt: u8, rtpmap: &str, fmtp: Option<&str>) -> String {
-    let mut s = format!(
+/// The SDP FFmpeg reads to decode a video stream arriving at `port`.
+fn video_sdp(port: u16, pt: u8, codec: VideoCodec) -> String {
+    let (rtpmap, fmtp) = match codec {
+        VideoCodec::Vp8 => ("VP8/90000", String::new()),
+        VideoCodec::H264 => (
+            "H264/90000",
+            format!("a=fmtp:{pt} packetization-mode=1\r\n"),
+        ),
+    };
+    // The rtcp-fb line declares what we would answer; FFmpeg sends no feedback for an SDP input,
+    // so the input asks the SFU for keyframes itself (see `DAMAGE`).
+    format!(
         "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=castyard\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m={kind} {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {rtpmap}\r\n"
-    );
-    if let Some(f) = fmtp {
-        s.push_str(&format!("a=fmtp:{pt} {f}\r\n"));
-    }
-    if kind == "video" {
-        // Declares what we would answer; FFmpeg sends no feedback for an SDP input, so the
-        // input asks the SFU for keyframes itself (see `DAMAGE`).
-        s.push_str(&format!("a=rtcp-fb:{pt} nack pli\r\n"));
-    }
-    s
+         m=video {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {rtpmap}\r\n{fmtp}a=rtcp-fb:{pt} nack pli\r\n"
+    )
 }
 
 impl Input {
@@ -539,17 +540,7 @@ impl Video {
     ) -> anyhow::Result<()> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let port = rtp_port()?;
-        let pt = self.payload_type;
-        let text = match self.codec {
-            VideoCodec::Vp8 => sdp("video", port, pt, "VP8/90000", None),
-            VideoCodec::H264 => sdp(
-                "video",
-                port,
-                pt,
-                "H264/90000",
-                Some("packetization-mode=1"),
-            ),
-        };
+        let text = video_sdp(port, self.payload_type, self.codec);
         let path = self.dir.join(format!("{}-video-{id}.sdp", self.safe));
         std::fs::write(&path, text)?;
         let (w, h) = size;
@@ -873,9 +864,10 @@ mod tests {
 
     #[test]
     fn sdp_names_the_codec_and_asks_for_keyframes() {
-        let s = sdp("video", 5004, 96, "VP8/90000", None);
-        assert!(s.contains("m=video 5004 RTP/AVP 96"));
-        assert!(s.contains("a=rtpmap:96 VP8/90000"));
-        assert!(s.contains("a=rtcp-fb:96 nack pli"));
+        let s = video_sdp(5004, 96, VideoCodec::Vp8);
+        assert!(s.contains("m=video 5004 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n"));
+        assert!(s.contains("a=rtcp-fb:96 nack pli\r\n") && !s.contains("fmtp"));
+        let s = video_sdp(5004, 102, VideoCodec::H264);
+        assert!(s.contains("a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1\r\n"));
     }
 }
