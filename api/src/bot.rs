@@ -154,6 +154,7 @@ pub async fn run(args: BotArgs) -> anyhow::Result<bool> {
             url,
             duration: args.duration,
             bind_ip: args.bind_ip,
+            control_token: None,
         };
         bot::run(cfg, media.as_ref().map(|m| m.subscribe()))
     });

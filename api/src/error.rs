@@ -7,8 +7,6 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -92,18 +90,8 @@ impl Error {
     }
 }
 
-/// The body of every error reply.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable, machine-readable: bad_request, unauthorized, not_found, validation_failed, ...
-    pub code: String,
-    pub message: String,
-}
+/// The body of every error reply: the same one the media workers answer with.
+pub use castyard_proto::error::{ErrorBody, ErrorDetail};
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod bot;
 pub mod cache;
 pub mod cli;
+pub mod control;
 pub mod crypto;
 pub mod db;
 pub mod error;
@@ -34,6 +35,14 @@ pub use state::{AppState, Mode, Settings};
 #[openapi(
     info(title = "Castyard API", description = "Live-streaming studio: broadcasts, destinations, recordings, realtime chat."),
     modifiers(&BearerAuth),
+    // What the studio's WebSocket carries and the scene it edits: not any operation's body,
+    // listed so the frontend's generated types include them.
+    components(schemas(
+        castyard_proto::signal::ClientMessage,
+        castyard_proto::signal::ServerMessage,
+        castyard_proto::scene::Scene,
+        castyard_proto::scene::Command,
+    )),
     tags(
         (name = "auth", description = "Accounts, sessions, guest invites"),
         (name = "broadcasts", description = "A host's shows"),

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use castyard_media_worker::compositor::outputs::{Library, adopt};
-use castyard_media_worker::compositor::recording::{Manifest, orphans, pending};
+use castyard_media_worker::compositor::recording::{orphans, pending};
+use castyard_proto::manifest::Manifest;
 use sha2::Digest as _;
 use sqlx::Row;
 
@@ -144,7 +145,7 @@ fn recording_id(relative: &str) -> String {
 }
 
 async fn register(state: &AppState, manifest: &Path) -> Result<usize, Failure> {
-    let m = Manifest::read(manifest).map_err(Failure::Invalid)?;
+    let m = Manifest::read(manifest).map_err(|e| Failure::Invalid(e.into()))?;
     let dir = manifest
         .parent()
         .ok_or_else(|| Failure::Invalid(anyhow::anyhow!("no directory")))?;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use castyard_media_worker::bot::{self, BotConfig, Synthetic};
 use castyard_media_worker::flv;
 use castyard_media_worker::ingest::{Grant, Ingest};
+use castyard_proto::signal::{Identity, Role};
 use sqlx::Row;
 
 use crate::state::AppState;
@@ -127,13 +128,19 @@ async fn join_once(
         }
         std::io::Result::Ok(())
     });
-    let url =
-        crate::routes::studio::signal_url(&sfu, &participant(&grant.broadcast_id), NAME, "guest")?;
+    let who = Identity {
+        participant: participant(&grant.broadcast_id),
+        name: NAME.into(),
+        role: Role::Guest,
+    };
+    let url = castyard_proto::client::signal_url(&sfu, &who)?;
+    let client = crate::control::client(state, &grant.broadcast_id).await?;
     let cfg = BotConfig {
         url: url.into(),
         // Until the publish ends (the feed above returns) or the SFU drops it.
         duration: Duration::from_secs(365 * 24 * 3600),
         bind_ip,
+        control_token: Some(client.token().clone()),
     };
     tracing::info!(broadcast = %grant.broadcast_id, "the OBS source joins the studio");
     tokio::select! {

@@ -57,12 +57,19 @@ fn inputs(dir: &Path) {
         .arg(dir.join("logo.png")));
 }
 
+/// The benchmark's compositors' control token.
+fn token() -> &'static castyard_proto::ControlToken {
+    static TOKEN: std::sync::OnceLock<castyard_proto::ControlToken> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(castyard_proto::ControlToken::generate)
+}
+
 fn http(port: u16, method: &str, path: &str, body: &Value) -> Option<Value> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     let body = body.to_string();
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        token().bearer(),
         body.len()
     )
     .ok()?;
@@ -95,6 +102,7 @@ fn compositor(dir: &Path, width: u32, height: u32, kbps: u32) -> (f64, f64, Valu
         "ingest": {"rtmp": false}, "sfu": null, "controlPort": port,
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(dir.join("control-token"), token().expose()).unwrap();
     let before = children_cpu();
     let mut worker = Command::new(env!("CARGO_BIN_EXE_castyard-media-worker"))
         .arg("compositor")
@@ -102,6 +110,8 @@ fn compositor(dir: &Path, width: u32, height: u32, kbps: u32) -> (f64, f64, Valu
         .arg(dir.join("config.json"))
         .arg("--keys-dir")
         .arg(dir.join("keys"))
+        .arg("--control-token-file")
+        .arg(dir.join("control-token"))
         .arg("--data-dir")
         .arg(&data)
         .stdin(Stdio::null())

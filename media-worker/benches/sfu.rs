@@ -119,9 +119,12 @@ async fn run_sfu() -> SfuRun {
         .to_string(),
     )
     .unwrap();
+    let (token, token_file) = castyard_media_worker::testkit::control_token(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_castyard-media-worker"))
         .args(["sfu", "--config"])
         .arg(&config)
+        .arg("--control-token-file")
+        .arg(&token_file)
         .env("CASTYARD_ADVERTISE_IP", "127.0.0.1")
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
@@ -143,6 +146,7 @@ async fn run_sfu() -> SfuRun {
             url: format!("ws://127.0.0.1:{control}/signal?participant=b{i}&name=b{i}&role={role}"),
             duration: warmup + Duration::from_secs(SECONDS) + Duration::from_secs(3),
             bind_ip: "127.0.0.1".parse().unwrap(),
+            control_token: Some(token.clone()),
         };
         runs.push(tokio::spawn(bot::run(cfg, publish.then(|| tx.subscribe()))));
     }

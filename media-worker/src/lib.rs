@@ -3,6 +3,7 @@
 
 pub mod bot;
 pub mod compositor;
+pub mod control_auth;
 pub mod flv;
 pub mod ingest;
 pub mod llhls;

@@ -1,11 +1,13 @@
 //! `castyard-media-worker sfu|compositor`: one binary, two roles (each lands with its issue).
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
 use castyard_crd::{CompositorConfig, SfuConfig};
 use castyard_media_worker::compositor::server::{Compositor, Options as CompositorOptions};
+use castyard_media_worker::control_auth::{Access, protect};
 use castyard_media_worker::sfu::server::{Sfu, SfuOptions};
+use castyard_proto::{ControlToken, WorkerClient};
 use clap::{Args, Parser, Subcommand};
 
 /// Castyard's per-broadcast media worker.
@@ -33,6 +35,38 @@ struct Common {
     /// Stream keys as files, `<secret>/<key>`, as Kubernetes mounts Secrets.
     #[arg(long, default_value = "/var/run/secrets/castyard")]
     keys_dir: PathBuf,
+    /// The broadcast's control token (a mounted Secret, or a 0600 file embedded): every control
+    /// request but the health probes must present it. The worker does not start without it.
+    #[arg(long, env = "CASTYARD_CONTROL_TOKEN_FILE", default_value = castyard_proto::token::DEFAULT_FILE)]
+    control_token_file: PathBuf,
+    /// When set, /metrics requires this token (or the control token); otherwise it is open to
+    /// whoever can reach the control port.
+    #[arg(long, env = "CASTYARD_METRICS_TOKEN_FILE")]
+    metrics_token_file: Option<PathBuf>,
+    /// The address the control port binds: the pod's IP in a cluster (CASTYARD_POD_IP),
+    /// loopback otherwise. Only the SFU's UDP media socket binds every interface.
+    #[arg(long, env = "CASTYARD_CONTROL_BIND")]
+    control_bind: Option<IpAddr>,
+    #[arg(long, env = "CASTYARD_POD_IP", hide = true)]
+    pod_ip: Option<IpAddr>,
+}
+
+impl Common {
+    fn access(&self) -> anyhow::Result<Access> {
+        let control = ControlToken::from_file(&self.control_token_file)?;
+        let metrics = self
+            .metrics_token_file
+            .as_deref()
+            .map(ControlToken::from_file)
+            .transpose()?;
+        Ok(Access { control, metrics })
+    }
+
+    fn bind_ip(&self) -> IpAddr {
+        self.control_bind
+            .or(self.pod_ip)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -66,8 +100,6 @@ struct SfuArgs {
     /// The UDP port browsers send media to, when it differs from the media port (NodePort).
     #[arg(long, env = "CASTYARD_ADVERTISE_PORT")]
     advertise_port: Option<u16>,
-    #[arg(long, env = "CASTYARD_POD_IP", hide = true)]
-    pod_ip: Option<IpAddr>,
 }
 
 fn init_logs() {
@@ -106,9 +138,10 @@ fn read_config<T: serde::de::DeserializeOwned>(path: &PathBuf) -> anyhow::Result
 
 fn run_sfu(args: SfuArgs) -> anyhow::Result<()> {
     let config: SfuConfig = read_config(&args.common.config)?;
+    let access = args.common.access()?;
     let ip = args
         .advertise_ip
-        .or(args.pod_ip)
+        .or(args.common.pod_ip)
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let opts = SfuOptions {
         broadcast: config.broadcast.clone(),
@@ -122,7 +155,7 @@ fn run_sfu(args: SfuArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let sfu = Sfu::start(opts).context("cannot bind the media port")?;
-        let control = SocketAddr::from(([0, 0, 0, 0], config.signalling_port));
+        let control = SocketAddr::new(args.common.bind_ip(), config.signalling_port);
         let listener = tokio::net::TcpListener::bind(control)
             .await
             .with_context(|| format!("cannot bind the signalling port {control}"))?;
@@ -132,7 +165,7 @@ fn run_sfu(args: SfuArgs) -> anyhow::Result<()> {
             config.max_participants,
             sfu.clone(),
         ));
-        let app = sfu.router();
+        let app = protect(sfu.router(), access);
         let stop = sfu.clone();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -147,6 +180,8 @@ fn run_sfu(args: SfuArgs) -> anyhow::Result<()> {
 
 fn run_compositor(args: CompositorArgs) -> anyhow::Result<()> {
     let config: CompositorConfig = read_config(&args.common.config)?;
+    let access = args.common.access()?;
+    let bind = args.common.bind_ip();
     let opts = CompositorOptions {
         config: config.clone(),
         keys_dir: args.common.keys_dir.clone(),
@@ -158,13 +193,14 @@ fn run_compositor(args: CompositorArgs) -> anyhow::Result<()> {
         ffmpeg: args.ffmpeg,
         font: args.font,
         preset: args.preset,
+        rtp_ip: bind,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let control = SocketAddr::from(([0, 0, 0, 0], config.control_port));
+        let control = SocketAddr::new(bind, config.control_port);
         let listener = tokio::net::TcpListener::bind(control)
             .await
             .with_context(|| format!("cannot bind the control port {control}"))?;
@@ -187,12 +223,17 @@ fn run_compositor(args: CompositorArgs) -> anyhow::Result<()> {
         };
         // In the studio, the people on stage come from the SFU; without one (an ingest show or
         // a test), inputs arrive on the control port.
-        let link = config
-            .sfu
-            .clone()
-            .map(|sfu| tokio::spawn(castyard_media_worker::compositor::link::follow(compositor.clone(), sfu)));
+        // The SFU is the same broadcast's: the same token opens its control port.
+        let sfu_client = WorkerClient::new(access.control.clone());
+        let link = config.sfu.clone().map(|sfu| {
+            tokio::spawn(castyard_media_worker::compositor::link::follow(
+                compositor.clone(),
+                sfu,
+                sfu_client,
+            ))
+        });
         let stop = compositor.clone();
-        axum::serve(listener, compositor.router())
+        axum::serve(listener, protect(compositor.router(), access))
             .with_graceful_shutdown(async move {
                 terminated().await;
             })

@@ -15,6 +15,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A fresh control token written where a worker reads it (`<dir>/control-token`, 0600), and
+/// the path to pass as `--control-token-file`.
+pub fn control_token(dir: &std::path::Path) -> (castyard_proto::ControlToken, PathBuf) {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let token = castyard_proto::ControlToken::generate();
+    let path = dir.join("control-token");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, token.expose().as_bytes()).unwrap();
+    (token, path)
+}
+
 /// nginx with Debian's RTMP module on a free loopback port, stopped on drop.
 pub struct RtmpServer {
     pub port: u16,

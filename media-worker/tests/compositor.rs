@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use castyard_media_worker::testkit::{RtmpServer, free_port};
+use castyard_media_worker::testkit::{RtmpServer, control_token, free_port};
+use castyard_proto::ControlToken;
 use serde_json::{Value, json};
 
 struct Worker {
     child: Child,
     port: u16,
+    token: ControlToken,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -66,10 +68,13 @@ impl Worker {
     fn start(dir: tempfile::TempDir, config: &Value) -> Self {
         let port = config["controlPort"].as_u64().unwrap() as u16;
         std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        let (token, token_file) = control_token(dir.path());
         let child = Command::new(env!("CARGO_BIN_EXE_castyard-media-worker"))
             .arg("compositor")
             .arg("--config")
             .arg(dir.path().join("config.json"))
+            .arg("--control-token-file")
+            .arg(token_file)
             .arg("--keys-dir")
             .arg(dir.path().join("keys"))
             .arg("--data-dir")
@@ -80,6 +85,7 @@ impl Worker {
         let w = Self {
             child,
             port,
+            token,
             dir: Some(dir),
         };
         let until = Instant::now() + Duration::from_secs(20);
@@ -91,13 +97,25 @@ impl Worker {
     }
 
     fn http(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.http_as(Some(&self.token.bearer()), method, path, body)
+    }
+
+    /// A request with the given Authorization header (none when None).
+    fn http_as(
+        &self,
+        auth: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return (0, Value::Null);
         };
         let body = body.map(Value::to_string).unwrap_or_default();
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
         write!(
             s,
-            "{method} {path} HTTP/1.0\r\nHost: c\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.0\r\nHost: c\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .unwrap();
@@ -411,9 +429,59 @@ fn bad_commands_change_nothing_and_a_killed_compositor_leaves_a_playable_recordi
     ] {
         let (got, body) = w.http(method, path, Some(&body));
         assert_eq!(got, status, "{method} {path}: {body}");
-        assert!(body["message"].is_string(), "a clear error: {body}");
+        assert!(
+            body["error"]["message"].is_string(),
+            "a clear error: {body}"
+        );
     }
     assert_eq!(w.http("GET", "/scene", None).1, scene, "nothing changed");
+
+    // Every control endpoint wants this broadcast's token; without it nothing changes.
+    let status = w.http("GET", "/status", None).1;
+    let other = ControlToken::generate();
+    let refused = [
+        None,
+        Some(other.bearer()),
+        Some(format!("Basic {}", w.token.expose())),
+        Some(format!("Bearer {}x", w.token.expose())),
+    ];
+    for (method, path, body) in [
+        ("GET", "/scene", Value::Null),
+        (
+            "POST",
+            "/scene",
+            json!({"type": "show-banner", "banner": {"text": "pwned", "style": "banner"}}),
+        ),
+        ("POST", "/scene", json!({"type": "leave", "id": "ann"})),
+        (
+            "PUT",
+            "/inputs/eve/camera",
+            json!({"video": "vp8", "audio": true}),
+        ),
+        ("DELETE", "/inputs/ann/camera", Value::Null),
+        ("GET", "/status", Value::Null),
+        ("GET", "/nowhere", Value::Null),
+    ] {
+        for auth in &refused {
+            let (got, reply) = w.http_as(auth.as_deref(), method, path, Some(&body));
+            assert_eq!(got, 401, "{method} {path} with {auth:?}: {reply}");
+            assert_eq!(reply["error"]["code"], "unauthorized", "{reply}");
+        }
+    }
+    assert_eq!(
+        w.http("GET", "/scene", None).1,
+        scene,
+        "no refused call changed the scene"
+    );
+    assert_eq!(
+        w.http("GET", "/status", None).1["inputs"],
+        status["inputs"],
+        "no refused call added an input"
+    );
+    // The kubelet's probes carry no token; /metrics is open unless a metrics token is set.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(w.http_as(None, "GET", path, None).0, 200, "{path}");
+    }
 
     let senders = w.camera("ann", 20);
     std::thread::sleep(Duration::from_secs(5));
@@ -723,5 +791,40 @@ fn low_latency_hls_serves_parts_of_a_third_of_a_second_that_add_up_to_segments()
     for s in &mut senders {
         let _ = s.kill();
         let _ = s.wait();
+    }
+}
+
+#[test]
+fn a_worker_without_its_control_token_does_not_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("compositor.json"),
+        config(free_port(), json!([])).to_string(),
+    )
+    .unwrap();
+    let sfu = json!({"broadcast": "show", "maxParticipants": 3,
+                     "signallingPort": free_port(), "mediaPort": free_port()});
+    std::fs::write(d.join("sfu.json"), sfu.to_string()).unwrap();
+    std::fs::write(d.join("short"), "tooshort").unwrap();
+    for (role, file) in [
+        ("compositor", "missing"),
+        ("sfu", "missing"),
+        ("compositor", "short"),
+        ("sfu", "short"),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_castyard-media-worker"));
+        cmd.arg(role)
+            .arg("--config")
+            .arg(d.join(format!("{role}.json")))
+            .arg("--control-token-file")
+            .arg(d.join(file));
+        if role == "compositor" {
+            cmd.arg("--data-dir").arg(d.join("data"));
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{role}: {stderr}");
+        assert!(stderr.contains("control token"), "{role} {file}: {stderr}");
     }
 }

@@ -6,10 +6,39 @@ use std::path::Path;
 use std::time::Duration;
 
 use castyard_media_worker::bot::{self, BotConfig, BotReport, Synthetic};
+use castyard_media_worker::control_auth::{Access, protect};
 use castyard_media_worker::sfu::server::{Sfu, SfuOptions};
 use castyard_media_worker::sfu::signal::Source;
+use castyard_proto::ControlToken;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+/// This process's SFUs' control token (each test's SFU is its own broadcast; one token will do).
+fn token() -> &'static ControlToken {
+    static TOKEN: std::sync::OnceLock<ControlToken> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(ControlToken::generate)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The signalling socket as the API opens it: with the control token.
+async fn connect(
+    url: &str,
+    auth: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = url.into_client_request()?;
+    if let Some(a) = auth {
+        req.headers_mut()
+            .insert("authorization", a.parse().unwrap());
+    }
+    Ok(tokio_tungstenite::connect_async(req).await?.0)
+}
+
+async fn join(url: &str) -> Ws {
+    connect(url, Some(&token().bearer())).await.unwrap()
+}
 
 async fn start(max_participants: u32) -> (Sfu, SocketAddr) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -23,16 +52,35 @@ async fn start(max_participants: u32) -> (Sfu, SocketAddr) {
     .unwrap();
     let listener = tokio::net::TcpListener::bind(any).await.unwrap();
     let control = listener.local_addr().unwrap();
-    let app = sfu.router();
+    let app = protect(
+        sfu.router(),
+        Access {
+            control: token().clone(),
+            metrics: None,
+        },
+    );
     tokio::spawn(async move { axum::serve(listener, app).await });
     (sfu, control)
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    request(addr, "GET", path, Some(&token().bearer()), "").await
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: sfu\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: sfu\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     let status = out[9..12].parse().unwrap();
@@ -50,6 +98,7 @@ async fn bots(control: SocketAddr, names: &[&str], secs: u64, media: &Synthetic)
             url: url(control, who, if i == 0 { "host" } else { "guest" }),
             duration: Duration::from_secs(secs),
             bind_ip: "127.0.0.1".parse().unwrap(),
+            control_token: Some(token().clone()),
         };
         bot::run(cfg, Some(media.subscribe()))
     });
@@ -108,15 +157,9 @@ async fn the_control_port_refuses_bad_joins_cleanly() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("participant"), "{body}");
     // One host and one guest fit; the second guest is told why it cannot join.
-    let (mut host, _) = tokio_tungstenite::connect_async(url(control, "h", "host"))
-        .await
-        .unwrap();
-    let (mut g1, _) = tokio_tungstenite::connect_async(url(control, "g1", "guest"))
-        .await
-        .unwrap();
-    let (mut g2, _) = tokio_tungstenite::connect_async(url(control, "g2", "guest"))
-        .await
-        .unwrap();
+    let mut host = join(&url(control, "h", "host")).await;
+    let mut g1 = join(&url(control, "g1", "guest")).await;
+    let mut g2 = join(&url(control, "g2", "guest")).await;
     let first = |m: Option<Result<tokio_tungstenite::tungstenite::Message, _>>| {
         m.unwrap().unwrap().into_text().unwrap().to_string()
     };
@@ -158,28 +201,34 @@ async fn the_worker_follows_a_raised_guest_limit_in_its_config() {
         std::fs::write(&config, c.to_string()).unwrap();
     };
     write(1);
+    let (token, token_file) = castyard_media_worker::testkit::control_token(dir.path());
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_castyard-media-worker"))
         .args(["sfu", "--config"])
         .arg(&config)
+        .arg("--control-token-file")
+        .arg(&token_file)
         .env("CASTYARD_ADVERTISE_IP", "127.0.0.1")
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
-    let first_message = |who: &'static str| async move {
-        loop {
-            if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url(addr, who, "guest")).await
-            {
-                return ws
-                    .next()
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .into_text()
-                    .unwrap()
-                    .to_string();
+    let bearer = token.bearer();
+    let first_message = |who: &'static str| {
+        let bearer = bearer.clone();
+        async move {
+            loop {
+                if let Ok(mut ws) = connect(&url(addr, who, "guest"), Some(&bearer)).await {
+                    return ws
+                        .next()
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .into_text()
+                        .unwrap()
+                        .to_string();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     assert!(first_message("g1").await.contains(r#""code":"full""#));
@@ -194,4 +243,75 @@ async fn the_worker_follows_a_raised_guest_limit_in_its_config() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     child.kill().await.unwrap();
+}
+
+/// Only the API (holding the token) may tell the SFU who a participant is, read its stage or
+/// ask for copies of anyone's media.
+#[tokio::test]
+async fn every_control_endpoint_refuses_a_missing_or_wrong_token_and_changes_nothing() {
+    let (_sfu, control) = start(4).await;
+    let mut host = join(&url(control, "h", "host")).await;
+    assert!(
+        host.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .contains("joined")
+    );
+    let before = (
+        get(control, "/participants").await,
+        get(control, "/stage").await,
+    );
+    let another_broadcast = ControlToken::generate();
+    let refused = [
+        None,
+        Some(another_broadcast.bearer()),
+        Some(format!("Basic {}", token().expose())),
+        Some("Bearer ".to_owned()),
+    ];
+    let forwards =
+        r#"[{"participant":"h","source":"camera","addr":"127.0.0.1:9","payloadType":96}]"#;
+    for auth in &refused {
+        for (method, path, body) in [
+            ("GET", "/stage", ""),
+            ("GET", "/participants", ""),
+            ("PUT", "/forwards", forwards),
+            ("GET", "/signal?participant=eve&name=Eve&role=host", ""),
+            ("GET", "/nowhere", ""),
+        ] {
+            let (status, reply) = request(control, method, path, auth.as_deref(), body).await;
+            assert_eq!(status, 401, "{method} {path} with {auth:?}: {reply}");
+            assert!(reply.contains(r#""code":"unauthorized""#), "{reply}");
+        }
+        let err = connect(&url(control, "eve", "host"), auth.as_deref())
+            .await
+            .expect_err("no session without the token");
+        assert!(err.to_string().contains("401"), "{err}");
+    }
+    let after = (
+        get(control, "/participants").await,
+        get(control, "/stage").await,
+    );
+    assert_eq!(before, after, "nobody joined, nothing changed");
+    assert!(!after.0.1.contains("eve"));
+    // The kubelet's probes carry no token.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            request(control, "GET", path, None, "").await.0,
+            200,
+            "{path}"
+        );
+    }
+    // With the token, a forward is accepted (the happy path the compositor takes).
+    let (status, reply) = request(
+        control,
+        "PUT",
+        "/forwards",
+        Some(&token().bearer()),
+        forwards,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
 }

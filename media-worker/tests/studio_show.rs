@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use castyard_media_worker::bot::{self, BotConfig, Synthetic};
 use castyard_media_worker::testkit::free_port;
+use castyard_proto::ControlToken;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 struct Proc(Child);
 
@@ -22,14 +24,23 @@ impl Drop for Proc {
     }
 }
 
+/// The broadcast's control token (one show in this test, so one token).
+fn token() -> &'static ControlToken {
+    static TOKEN: std::sync::OnceLock<ControlToken> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(ControlToken::generate)
+}
+
 fn worker(role: &str, dir: &Path, config: &Value) -> Proc {
     let path = dir.join(format!("{role}.json"));
     std::fs::write(&path, config.to_string()).unwrap();
+    std::fs::write(dir.join("control-token"), token().expose()).unwrap();
     Proc(
         Command::new(env!("CARGO_BIN_EXE_castyard-media-worker"))
             .arg(role)
             .arg("--config")
             .arg(&path)
+            .arg("--control-token-file")
+            .arg(dir.join("control-token"))
             .arg("--keys-dir")
             .arg(dir.join("keys"))
             .args(if role == "compositor" {
@@ -49,7 +60,10 @@ async fn get_text(port: u16, path: &str) -> Value {
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return Value::Null;
     };
-    let req = format!("GET {path} HTTP/1.0\r\nHost: w\r\n\r\n");
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: w\r\nAuthorization: {}\r\n\r\n",
+        token().bearer()
+    );
     if s.write_all(req.as_bytes()).await.is_err() {
         return Value::Null;
     }
@@ -121,11 +135,12 @@ async fn the_compositor_decodes_and_lays_out_exactly_who_is_on_stage() {
     .await;
 
     // The host: a studio tab that publishes nothing and moves people on and off stage.
-    let (mut host, _) = tokio_tungstenite::connect_async(format!(
-        "ws://127.0.0.1:{signal}/signal?participant=host&name=Host&role=host"
-    ))
-    .await
-    .unwrap();
+    let mut req = format!("ws://127.0.0.1:{signal}/signal?participant=host&name=Host&role=host")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", token().bearer().parse().unwrap());
+    let (mut host, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     let media_source = Synthetic::start(Path::new("ffmpeg"), "castyard bot").unwrap();
     let bots: Vec<_> = ["b1", "b2"]
         .into_iter()
@@ -136,6 +151,7 @@ async fn the_compositor_decodes_and_lays_out_exactly_who_is_on_stage() {
                 ),
                 duration: Duration::from_secs(25),
                 bind_ip: "127.0.0.1".parse().unwrap(),
+                control_token: Some(token().clone()),
             };
             tokio::spawn(bot::run(cfg, Some(media_source.subscribe())))
         })

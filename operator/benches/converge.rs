@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use castyard_crd::Broadcast;
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -39,12 +39,21 @@ async fn run(n: usize) -> Run {
     let client = emulator.client();
     let broadcasts: Api<Broadcast> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    // Every Broadcast exists before the operator starts: its first list sees all N at once.
+    // Every Broadcast exists before the operator starts: its first list sees all N at once,
+    // each with the control-token Secret the API writes beside it.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     stream::iter(0..n)
         .map(|i| {
-            let api = broadcasts.clone();
+            let (api, secrets) = (broadcasts.clone(), secrets.clone());
             async move {
-                let mut b = Broadcast::test().named(&format!("show-{i:04}"));
+                let name = format!("show-{i:04}");
+                secrets
+                    .create(
+                        &PostParams::default(),
+                        &support::control_token_secret(&name),
+                    )
+                    .await?;
+                let mut b = Broadcast::test().named(&name);
                 b.metadata.uid = None;
                 api.create(&PostParams::default(), &b).await
             }

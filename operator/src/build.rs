@@ -11,9 +11,10 @@ use castyard_crd::workloads::{CompositorConfig, SfuConfig, desired_workloads};
 use castyard_crd::{Broadcast, DesiredWorkloads};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
-    Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
+    ResourceRequirements, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -26,6 +27,9 @@ use crate::{Error, Result};
 pub const MANAGER: &str = "castyard-operator";
 pub const CONFIG_DIR: &str = "/etc/castyard";
 pub const CONFIG_FILE: &str = "worker.json";
+const CONTROL_VOLUME: &str = "control-token";
+const METRICS_VOLUME: &str = "metrics-token";
+const METRICS_DIR: &str = "/var/run/secrets/castyard-metrics";
 /// Each referenced Secret is mounted at `KEYS_DIR/<secret name>/<key>`.
 pub const KEYS_DIR: &str = "/var/run/secrets/castyard";
 /// The compositor's scene, HLS and recording; the root filesystem is read-only.
@@ -111,6 +115,7 @@ pub fn build(b: &Broadcast, cfg: &OperatorConfig) -> Result<Children> {
         out.config_maps.push(config_map(meta.clone(), &sfu)?);
         out.pods.push(sfu_pod(
             meta.clone(),
+            name,
             &sfu,
             cfg,
             resources.sfu.or(cfg.sfu_resources.clone()),
@@ -218,6 +223,30 @@ fn container(
     control_port: u16,
     resources: Option<ResourceRequirements>,
 ) -> Container {
+    let mut c = base_container(role, cfg, control_port, resources);
+    if cfg.worker_metrics_secret.is_some() {
+        c.args.get_or_insert_with(Vec::new).extend([
+            "--metrics-token-file".into(),
+            format!("{METRICS_DIR}/{}", castyard_proto::token::SECRET_KEY),
+        ]);
+        c.volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: METRICS_VOLUME.into(),
+                mount_path: METRICS_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+    }
+    c
+}
+
+fn base_container(
+    role: Role,
+    cfg: &OperatorConfig,
+    control_port: u16,
+    resources: Option<ResourceRequirements>,
+) -> Container {
     Container {
         name: role.as_str().into(),
         image: Some(cfg.image.clone()),
@@ -229,6 +258,9 @@ fn container(
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
             "--keys-dir".into(),
             KEYS_DIR.into(),
+            // A path, never the token: args, env and the CR are readable by more than the pod.
+            "--control-token-file".into(),
+            castyard_proto::token::DEFAULT_FILE.into(),
         ]),
         env: Some(vec![
             field_env("CASTYARD_POD_IP", "status.podIP"),
@@ -237,12 +269,20 @@ fn container(
         readiness_probe: Some(probe("/readyz", control_port)),
         liveness_probe: Some(probe("/healthz", control_port)),
         resources,
-        volume_mounts: Some(vec![VolumeMount {
-            name: "config".into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: CONTROL_VOLUME.into(),
+                mount_path: castyard_proto::token::MOUNT_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             allow_privilege_escalation: Some(false),
@@ -257,15 +297,54 @@ fn container(
     }
 }
 
-fn pod_spec(name: &str, c: Container, cfg: &OperatorConfig, extra_volumes: Vec<Volume>) -> PodSpec {
-    let mut volumes = vec![Volume {
-        name: "config".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: name.into(),
+fn pod_spec(
+    name: &str,
+    broadcast: &str,
+    c: Container,
+    cfg: &OperatorConfig,
+    extra_volumes: Vec<Volume>,
+) -> PodSpec {
+    use castyard_proto::token::{SECRET_KEY, secret_name};
+    let metrics = cfg.worker_metrics_secret.as_ref().map(|secret| Volume {
+        name: METRICS_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.clone()),
+            items: Some(vec![KeyToPath {
+                key: SECRET_KEY.into(),
+                path: SECRET_KEY.into(),
+                mode: None,
+            }]),
+            default_mode: Some(0o400),
             ..Default::default()
         }),
         ..Default::default()
-    }];
+    });
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        // The broadcast's control token, which every control request must carry.
+        Volume {
+            name: CONTROL_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret_name(broadcast)),
+                items: Some(vec![KeyToPath {
+                    key: SECRET_KEY.into(),
+                    path: SECRET_KEY.into(),
+                    mode: None,
+                }]),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    volumes.extend(metrics);
     volumes.extend(extra_volumes);
     PodSpec {
         containers: vec![c],
@@ -282,6 +361,7 @@ fn pod_spec(name: &str, c: Container, cfg: &OperatorConfig, extra_volumes: Vec<V
 
 fn sfu_pod(
     meta: ObjectMeta,
+    broadcast: &str,
     sfu: &SfuConfig,
     cfg: &OperatorConfig,
     resources: Option<ResourceRequirements>,
@@ -294,7 +374,7 @@ fn sfu_pod(
         media.host_port = Some(i32::from(sfu.media_port));
     }
     c.ports = Some(vec![port("signalling", sfu.signalling_port, "TCP"), media]);
-    let mut spec = pod_spec(&name, c, cfg, vec![]);
+    let mut spec = pod_spec(&name, broadcast, c, cfg, vec![]);
     if host_network {
         spec.host_network = Some(true);
         spec.dns_policy = Some("ClusterFirstWithHostNet".into());
@@ -374,7 +454,7 @@ fn compositor_pod(
                 ..Default::default()
             });
     }
-    let mut spec = pod_spec(&name, c, cfg, volumes);
+    let mut spec = pod_spec(&name, broadcast, c, cfg, volumes);
     if shared.is_some() {
         // The worker image's user, as the API pods' fsGroup: files both write stay shared.
         spec.security_context = Some(PodSecurityContext {
@@ -507,6 +587,54 @@ mod tests {
     }
 
     #[test]
+    fn a_metrics_token_secret_is_mounted_in_every_worker_and_required_by_flag() {
+        let b = Broadcast::test().live();
+        let plain = build(&b, &OperatorConfig::default()).unwrap();
+        for pod in &plain.pods {
+            let c = &pod.spec.as_ref().unwrap().containers[0];
+            assert!(
+                !c.args
+                    .as_ref()
+                    .unwrap()
+                    .contains(&"--metrics-token-file".into())
+            );
+        }
+        let cfg = OperatorConfig {
+            worker_metrics_secret: Some("worker-metrics".into()),
+            ..OperatorConfig::default()
+        };
+        let c = build(&b, &cfg).unwrap();
+        assert_eq!(c.pods.len(), 2);
+        for pod in &c.pods {
+            let spec = pod.spec.as_ref().unwrap();
+            let volume = spec
+                .volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|v| v.name == METRICS_VOLUME)
+                .unwrap();
+            let secret = volume.secret.as_ref().unwrap();
+            assert_eq!(secret.secret_name.as_deref(), Some("worker-metrics"));
+            let container = &spec.containers[0];
+            let args = container.args.as_ref().unwrap();
+            let at = args
+                .iter()
+                .position(|a| a == "--metrics-token-file")
+                .unwrap();
+            assert_eq!(args[at + 1], "/var/run/secrets/castyard-metrics/token");
+            assert!(
+                container
+                    .volume_mounts
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m.name == METRICS_VOLUME && m.mount_path == METRICS_DIR)
+            );
+        }
+    }
+
+    #[test]
     fn live_adds_a_compositor_that_mounts_keys_and_holds_none() {
         let b = Broadcast::test()
             .live()
@@ -539,6 +667,7 @@ mod tests {
             .as_ref()
             .unwrap()
             .iter()
+            .filter(|v| v.name.starts_with("stream-keys-"))
             .find_map(|v| v.secret.as_ref())
             .expect("keys volume");
         assert_eq!(secret.secret_name.as_deref(), Some("show-stream-keys"));

@@ -32,6 +32,9 @@ pub struct OperatorConfig {
     /// The API's ReadWriteMany volume, which compositors in its namespace write their
     /// recordings and HLS into and read brand pictures from, as `castyard up` shares a disk.
     pub media_claim: Option<MediaClaim>,
+    /// A Secret (key `token`) whose token every worker's /metrics then requires; without it
+    /// /metrics is open to whoever the NetworkPolicy admits.
+    pub worker_metrics_secret: Option<String>,
 }
 
 /// A PersistentVolumeClaim shared by the API and the compositors of one namespace.
@@ -53,6 +56,7 @@ impl Default for OperatorConfig {
             sfu_resources: None,
             compositor_resources: None,
             media_claim: None,
+            worker_metrics_secret: None,
         }
     }
 }

@@ -20,6 +20,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use castyard_proto::{ControlToken, WorkerClient};
+
 use crate::advertise::{Advertise, advertise_on, resolve, sfu_advertise};
 use crate::build::{MANAGER, Role, build, child_name};
 use crate::config::OperatorConfig;
@@ -132,16 +134,19 @@ fn now() -> Time {
 async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> Result<Action> {
     let client = &ctx.client;
     // validate: what the schema cannot know, such as whether the referenced Secrets exist.
-    if let Err(problem) = validate(b, &Api::<Secret>::namespaced(client.clone(), ns)).await? {
-        let status = invalid_status(b, &problem);
-        if b.status.as_ref() != Some(&status) {
-            patch_status(api, b, &status).await?;
+    let token = match validate(b, &Api::<Secret>::namespaced(client.clone(), ns)).await? {
+        Ok(token) => token,
+        Err(problem) => {
+            let status = invalid_status(b, &problem);
+            if b.status.as_ref() != Some(&status) {
+                patch_status(api, b, &status).await?;
+            }
+            ctx.metrics.set_phase(ns, &b.name_any(), status.phase);
+            announce(ctx, b, &status, "InvalidSpec", &problem).await;
+            // Secrets made by the API are owned by the Broadcast and wake it; others are polled.
+            return Ok(Action::requeue(Duration::from_secs(60)));
         }
-        ctx.metrics.set_phase(ns, &b.name_any(), status.phase);
-        announce(ctx, b, &status, "InvalidSpec", &problem).await;
-        // Secrets made by the API are owned by the Broadcast and wake it; others are polled.
-        return Ok(Action::requeue(Duration::from_secs(60)));
-    }
+    };
     let children = build(b, &ctx.config)?;
     let pp = PatchParams::apply(MANAGER).force();
     let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
@@ -236,21 +241,26 @@ async fn apply(b: &Broadcast, ctx: &Context, api: &Api<Broadcast>, ns: &str) -> 
     // API's destination health and `kubectl get` read it there); the last report stays when
     // it cannot be read this time.
     let mut reported = None;
-    if observed.compositor.as_ref().is_some_and(|p| p.ready) {
+    if let Some(token) = token
+        && observed.compositor.as_ref().is_some_and(|p| p.ready)
+    {
         let addr = (ctx.worker_addr)(
             &child_name(&name, Role::Compositor),
             ns,
             castyard_crd::workloads::COMPOSITOR_CONTROL_PORT,
         );
-        match crate::status::compositor_destinations(&addr).await {
-            Some(d) => {
+        let client = WorkerClient::new(token).with_timeout(Duration::from_secs(1));
+        match client.compositor_status(&addr).await {
+            Ok(report) => {
                 let mut with = b.clone();
                 with.status
                     .get_or_insert_with(Default::default)
-                    .destinations = d;
+                    .destinations = report.destinations;
                 reported = Some(with);
             }
-            None => tracing::debug!(%addr, "no destination report from the compositor"),
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "no destination report from the compositor")
+            }
         }
     }
     let mut status = compute(reported.as_ref().unwrap_or(b), &observed, &now());
@@ -360,13 +370,17 @@ async fn publish_event(ctx: &Context, b: &Broadcast, type_: EventType, reason: &
     }
 }
 
-/// Ok(Err(problem)) for an invalid object, Err for a failed API call.
-async fn validate(b: &Broadcast, secrets: &Api<Secret>) -> Result<std::result::Result<(), String>> {
+/// Ok(Err(problem)) for an invalid object, Err for a failed API call; Ok(Ok(token)) carries
+/// the broadcast's control token, which its workers require (None once ended: no workers).
+async fn validate(
+    b: &Broadcast,
+    secrets: &Api<Secret>,
+) -> Result<std::result::Result<Option<ControlToken>, String>> {
     if let Err(e) = validate_spec(&b.spec) {
         return Ok(Err(e));
     }
     if b.spec.state == DesiredState::Ended {
-        return Ok(Ok(()));
+        return Ok(Ok(None));
     }
     let names: BTreeSet<&str> = b
         .spec
@@ -381,7 +395,37 @@ async fn validate(b: &Broadcast, secrets: &Api<Secret>) -> Result<std::result::R
             )));
         }
     }
-    Ok(Ok(()))
+    control_token(b, secrets).await
+}
+
+/// The broadcast's control token from its Secret, which the API writes with the Broadcast; a
+/// Broadcast applied by hand needs one made by hand, and the message says how.
+async fn control_token(
+    b: &Broadcast,
+    secrets: &Api<Secret>,
+) -> Result<std::result::Result<Option<ControlToken>, String>> {
+    let name = castyard_proto::token::secret_name(&b.name_any());
+    let key = castyard_proto::token::SECRET_KEY;
+    let how = format!(
+        "create it with: kubectl create secret generic {name} --from-literal={key}=$(openssl rand -base64 32)"
+    );
+    let Some(secret) = secrets.get_opt(&name).await? else {
+        return Ok(Err(format!(
+            "Secret {name:?} (the workers' control token) does not exist; {how}"
+        )));
+    };
+    let text = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| std::str::from_utf8(&v.0).ok());
+    match text.map(ControlToken::parse) {
+        Some(Ok(token)) => Ok(Ok(Some(token))),
+        _ => Ok(Err(format!(
+            "Secret {name:?} has no valid {key:?} (at least {} characters of base64); {how}",
+            castyard_proto::token::MIN_CHARS
+        ))),
+    }
 }
 
 fn invalid_status(b: &Broadcast, problem: &str) -> BroadcastStatus {

@@ -19,11 +19,15 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use castyard_crd::workloads::{CompositorConfig, SfuConfig};
 use castyard_crd::{Broadcast, BroadcastStatus, DesiredWorkloads};
+use castyard_proto::{ControlToken, WorkerClient};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::build::{CONFIG_FILE, Role};
+
+/// Each broadcast's control token, as the pod's mounted Secret: `<root>/<broadcast>/control/token`.
+const CONTROL_DIR: &str = "control";
 use crate::status::{Observed, PodObservation, compute};
 
 /// Stream keys for one broadcast: Secret name -> key name -> value.
@@ -84,6 +88,8 @@ pub struct WorkerState {
 
 struct Worker {
     control_port: u16,
+    /// Holds the broadcast's control token, which the worker's control port requires.
+    client: WorkerClient,
     ports: Vec<u16>,
     state: Arc<Mutex<WorkerState>>,
     stop: watch::Sender<bool>,
@@ -108,12 +114,15 @@ impl LocalBackend {
     }
 
     /// Makes `broadcast`'s processes match `desired`: starts what is missing, rewrites changed
-    /// config in place, stops the roles no longer wanted. Idempotent.
+    /// config in place, stops the roles no longer wanted. Idempotent. `token` is the
+    /// broadcast's control token: written to a 0600 file the workers read at start, so a new
+    /// token reaches a worker when it (re)starts.
     pub async fn apply(
         &self,
         broadcast: &str,
         desired: &DesiredWorkloads,
         keys: &Keys,
+        token: &ControlToken,
     ) -> anyhow::Result<()> {
         anyhow::ensure!(
             !broadcast.is_empty()
@@ -126,6 +135,13 @@ impl LocalBackend {
         let dir = self.dir(broadcast);
         let sfu_key = (broadcast.to_owned(), Role::Sfu.as_str());
         let comp_key = (broadcast.to_owned(), Role::Compositor.as_str());
+        if desired.sfu.is_some() || desired.compositor.is_some() {
+            write_secret(
+                &dir.join(CONTROL_DIR),
+                castyard_proto::token::SECRET_KEY,
+                token.expose(),
+            )?;
+        }
 
         match &desired.sfu {
             Some(sfu) => {
@@ -142,14 +158,15 @@ impl LocalBackend {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     workers.entry(sfu_key.clone())
                 {
-                    slot.insert(self.start(Role::Sfu, &path, &dir, ports[0], ports));
+                    slot.insert(self.start(Role::Sfu, &path, &dir, token, ports));
                 }
             }
             None => self.stop(&mut workers, &sfu_key).await,
         }
+        // Control ports listen on loopback only.
         let sfu_addr = workers
             .get(&sfu_key)
-            .map(|w| format!("{}:{}", self.cfg.advertise_ip, w.control_port));
+            .map(|w| format!("127.0.0.1:{}", w.control_port));
         match &desired.compositor {
             Some(comp) => {
                 // Only the compositor mounts keys in a pod, so only it gets key files here.
@@ -165,7 +182,7 @@ impl LocalBackend {
                 };
                 let path = write_config(&dir.join(Role::Compositor.as_str()), &config)?;
                 if let std::collections::hash_map::Entry::Vacant(slot) = workers.entry(comp_key) {
-                    slot.insert(self.start(Role::Compositor, &path, &dir, ports[0], ports));
+                    slot.insert(self.start(Role::Compositor, &path, &dir, token, ports));
                 }
             }
             None => {
@@ -182,7 +199,12 @@ impl LocalBackend {
     /// Stops every process of `broadcast` and removes its files.
     pub async fn remove(&self, broadcast: &str) {
         let _ = self
-            .apply(broadcast, &DesiredWorkloads::none(), &Keys::new())
+            .apply(
+                broadcast,
+                &DesiredWorkloads::none(),
+                &Keys::new(),
+                &ControlToken::generate(),
+            )
             .await;
     }
 
@@ -211,14 +233,18 @@ impl LocalBackend {
         for role in [Role::Sfu, Role::Compositor] {
             let probe = {
                 let workers = self.workers.lock().await;
-                workers
-                    .get(&(name.clone(), role.as_str()))
-                    .map(|w| (w.control_port, w.state.lock().expect("poisoned").clone()))
+                workers.get(&(name.clone(), role.as_str())).map(|w| {
+                    (
+                        w.control_port,
+                        w.client.clone(),
+                        w.state.lock().expect("poisoned").clone(),
+                    )
+                })
             };
             let seen = match probe {
                 None => None,
-                Some((port, state)) => Some(PodObservation {
-                    ready: state.pid.is_some() && ready(port).await,
+                Some((port, client, state)) => Some(PodObservation {
+                    ready: state.pid.is_some() && client.ready(&local(port)).await,
                     failed: state.backing_off,
                     message: state.backing_off.then(|| {
                         format!(
@@ -236,24 +262,25 @@ impl LocalBackend {
         }
         // The compositor's destination reports take the place of the previous ones, as the
         // operator's status carries worker reports over.
-        let compositor_port = {
+        let compositor = {
             let workers = self.workers.lock().await;
             workers
                 .get(&(name.clone(), Role::Compositor.as_str()))
-                .map(|w| w.control_port)
+                .map(|w| (w.control_port, w.client.clone()))
         };
+        let compositor_port = compositor.as_ref().map(|(port, _)| *port);
         let mut b = b.clone();
-        if let Some(port) = compositor_port
-            && let Some(d) = destinations(port).await
+        if let Some((port, client)) = compositor
+            && let Ok(report) = client.compositor_status(&local(port)).await
         {
-            b.status.get_or_insert_with(Default::default).destinations = d;
+            b.status.get_or_insert_with(Default::default).destinations = report.destinations;
         }
         let mut status = compute(&b, &observed, &Time(k8s_openapi::jiff::Timestamp::now()));
         let workers = self.workers.lock().await;
         status.endpoints = workers.get(&(name, Role::Sfu.as_str())).map(|w| {
             let ip = &self.cfg.advertise_ip;
             castyard_crd::Endpoints {
-                signalling: Some(format!("{ip}:{}", w.ports[0])),
+                signalling: Some(local(w.ports[0])),
                 media_udp: Some(format!("{ip}:{}", w.ports[1])),
                 ..status.endpoints.clone().unwrap_or_default()
             }
@@ -272,7 +299,7 @@ impl LocalBackend {
         role: Role,
         config: &Path,
         dir: &Path,
-        control_port: u16,
+        token: &ControlToken,
         ports: Vec<u16>,
     ) -> Worker {
         let state = Arc::new(Mutex::new(WorkerState::default()));
@@ -283,6 +310,14 @@ impl LocalBackend {
             config.display().to_string(),
             "--keys-dir".into(),
             dir.join("keys").display().to_string(),
+            "--control-token-file".into(),
+            dir.join(CONTROL_DIR)
+                .join(castyard_proto::token::SECRET_KEY)
+                .display()
+                .to_string(),
+            // Only the API and the other worker, both on this machine, call a control port.
+            "--control-bind".into(),
+            "127.0.0.1".into(),
         ];
         if role == Role::Compositor {
             let broadcast = dir.file_name().unwrap_or_default();
@@ -301,7 +336,8 @@ impl LocalBackend {
         };
         let task = tokio::spawn(supervise(launch, self.cfg.clone(), state.clone(), stopped));
         Worker {
-            control_port,
+            control_port: ports[0],
+            client: WorkerClient::new(token.clone()).with_timeout(Duration::from_secs(1)),
             ports,
             state,
             stop,
@@ -478,6 +514,26 @@ fn write_config(dir: &Path, config: &impl serde::Serialize) -> anyhow::Result<Pa
     Ok(path)
 }
 
+/// One secret file, `dir/name`, readable by the owner only and replaced atomically, so a
+/// reader never finds it missing or half-written.
+fn write_secret(dir: &Path, name: &str, value: &str) -> anyhow::Result<PathBuf> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(value.as_bytes())?;
+    let path = dir.join(name);
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
 /// Key files laid out as the pod's Secret mounts (`<secret>/<key>`), readable by the owner
 /// only. Each is replaced atomically and keys no longer referenced are removed, so a reader
 /// never finds a key missing or half-written.
@@ -489,21 +545,7 @@ fn write_keys(root: &Path, keys: &Keys) -> anyhow::Result<()> {
                 !key.contains('/') && !secret.contains('/') && !key.starts_with('.'),
                 "stream key names cannot contain '/' or start with '.'"
             );
-            let dir = root.join(secret);
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)?;
-            let tmp = dir.join(format!(".{key}.tmp"));
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(value.as_bytes())?;
-            std::fs::rename(&tmp, dir.join(key))?;
-            wanted.insert(dir.join(key));
+            wanted.insert(write_secret(&root.join(secret), key, value)?);
         }
     }
     for secret in std::fs::read_dir(root).into_iter().flatten().flatten() {
@@ -520,18 +562,7 @@ fn write_keys(root: &Path, keys: &Keys) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The readiness probe: GET /readyz on the worker's control port answers 200.
-/// A GET to a worker's control port: status code and body, or None when it does not answer
-/// within a second.
-async fn get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
-    crate::status::http_get(&format!("127.0.0.1:{port}"), path).await
-}
-
-async fn ready(port: u16) -> bool {
-    get(port, "/readyz").await.is_some_and(|(s, _)| s == 200)
-}
-
-/// What the compositor reports about each destination, as the operator reads a pod's.
-async fn destinations(port: u16) -> Option<Vec<castyard_crd::DestinationStatus>> {
-    crate::status::compositor_destinations(&format!("127.0.0.1:{port}")).await
+/// A control port on this machine: workers bind loopback only.
+fn local(port: u16) -> String {
+    format!("127.0.0.1:{port}")
 }

@@ -84,6 +84,10 @@ struct Cli {
     /// The namespace of --media-claim (the release's).
     #[arg(long, env = "CASTYARD_MEDIA_CLAIM_NAMESPACE", requires = "media_claim")]
     media_claim_namespace: Option<String>,
+    /// A Secret in each broadcast's namespace whose `token` the workers' /metrics then requires
+    /// (chart: metrics.podMonitor.tokenSecret, which the PodMonitor presents).
+    #[arg(long, env = "CASTYARD_WORKER_METRICS_SECRET")]
+    worker_metrics_secret: Option<String>,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "CASTYARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -162,6 +166,10 @@ fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
             }
             _ => None,
         },
+        worker_metrics_secret: cli
+            .worker_metrics_secret
+            .clone()
+            .filter(|s| !s.trim().is_empty()),
     })
 }
 

@@ -212,45 +212,6 @@ pub fn compute(b: &Broadcast, observed: &Observed, now: &Time) -> BroadcastStatu
     }
 }
 
-/// A plain HTTP/1.0 GET to a worker's control port (`host:port`), with a 1 s limit: the
-/// workers' own endpoints are tiny and a slow one must not hold up a reconcile.
-pub async fn http_get(addr: &str, path: &str) -> Option<(u16, Vec<u8>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
-        let status = std::str::from_utf8(out.get(9..12)?).ok()?.parse().ok()?;
-        let body = out
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(Vec::new(), |i| out[i + 4..].to_vec());
-        Some((status, body))
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(1), attempt)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// What a compositor reports about each destination (state, last error, retries, bitrate),
-/// from its `/status`; None when it cannot be reached or answers something else.
-pub async fn compositor_destinations(addr: &str) -> Option<Vec<castyard_crd::DestinationStatus>> {
-    #[derive(serde::Deserialize)]
-    struct Report {
-        destinations: Vec<castyard_crd::DestinationStatus>,
-    }
-    let (200, body) = http_get(addr, "/status").await? else {
-        return None;
-    };
-    serde_json::from_slice::<Report>(&body)
-        .ok()
-        .map(|r| r.destinations)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,6 +81,10 @@ async fn a_broadcast_from_backstage_to_deleted() {
         .create(&pp, &stream_keys("show-stream-keys", &["yt", "tw"]))
         .await
         .unwrap();
+    secrets
+        .create(&pp, &support::control_token_secret("show"))
+        .await
+        .unwrap();
     let mut show = Broadcast::test().with_destination("yt", "rtmp://a.example/live");
     show.metadata.uid = None;
     let show = broadcasts.create(&pp, &show).await.unwrap();
@@ -345,6 +349,13 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
 
     let mut show = Broadcast::test();
     show.metadata.uid = None;
+    Api::<Secret>::namespaced(client.clone(), "default")
+        .create(
+            &PostParams::default(),
+            &support::control_token_secret("show"),
+        )
+        .await
+        .unwrap();
     broadcasts
         .create(&PostParams::default(), &show)
         .await

@@ -9,6 +9,7 @@ use castyard_crd::workloads::desired_workloads;
 use castyard_crd::{Broadcast, DesiredWorkloads, Phase};
 use castyard_operator::build::Role;
 use castyard_operator::local::{Keys, LocalBackend, LocalConfig};
+use castyard_proto::ControlToken;
 use serde_json::Value;
 
 fn config(dir: &Path, program: PathBuf) -> LocalConfig {
@@ -106,10 +107,11 @@ async fn workers_start_restart_reload_and_stop_leaving_nothing_behind() {
     let dir = tmp.path();
     let root = dir.join("workers");
     let backend = LocalBackend::new(config(dir, fake_worker()));
+    let token = ControlToken::generate();
 
     // Bad input changes nothing.
     let err = backend
-        .apply("../escape", &DesiredWorkloads::none(), &keys())
+        .apply("../escape", &DesiredWorkloads::none(), &keys(), &token)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("DNS label"), "{err}");
@@ -118,7 +120,7 @@ async fn workers_start_restart_reload_and_stop_leaving_nothing_behind() {
     // Backstage: one SFU, started with the pod's arguments and env.
     let b = Broadcast::test().with_destination("yt", "rtmp://a.example/live");
     backend
-        .apply("show", &desired_workloads(&b), &keys())
+        .apply("show", &desired_workloads(&b), &keys(), &token)
         .await
         .unwrap();
     let sfu = logged(dir, "started", "sfu", 1).await;
@@ -130,9 +132,18 @@ async fn workers_start_restart_reload_and_stop_leaving_nothing_behind() {
             "--config",
             sfu_config.display().to_string(),
             "--keys-dir",
-            root.join("show/keys").display().to_string()
+            root.join("show/keys").display().to_string(),
+            "--control-token-file",
+            root.join("show/control/token").display().to_string(),
+            "--control-bind",
+            "127.0.0.1",
         ])
     );
+    // The token reaches the worker as an owner-only file: never its arguments or environment.
+    assert_eq!(sfu["token_mode"], "0o600");
+    assert_eq!(sfu["token_chars"], 43);
+    assert_eq!(sfu["token_in_env"], false);
+    assert!(!sfu["argv"].to_string().contains(token.expose()));
     assert_eq!(sfu["pod_ip"], "127.0.0.1");
     assert_eq!(sfu["config"]["maxParticipants"], 11);
     assert_eq!(sfu["keys"], serde_json::json!([]), "the SFU gets no keys");
@@ -142,7 +153,7 @@ async fn workers_start_restart_reload_and_stop_leaving_nothing_behind() {
     // Live: the compositor, with key files only it can read, and never a key on its command line.
     let live = b.clone().live();
     backend
-        .apply("show", &desired_workloads(&live), &keys())
+        .apply("show", &desired_workloads(&live), &keys(), &token)
         .await
         .unwrap();
     let comp = logged(dir, "started", "compositor", 1).await;
@@ -166,6 +177,16 @@ async fn workers_start_restart_reload_and_stop_leaving_nothing_behind() {
         format!("127.0.0.1:{}", sfu["config"]["signallingPort"])
     );
     phase(&backend, &live, Phase::Live).await;
+    // The compositor's report is read with the token (the fake answers nobody else).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend.status(&live).await.destinations.is_empty() {
+        assert!(Instant::now() < deadline, "no destination report read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        backend.status(&live).await.destinations[0].bitrate_kbps,
+        1234
+    );
 
     // A killed worker is restarted, and counted.
     let killed = comp["pid"].as_u64().unwrap();
@@ -182,7 +203,7 @@ async fn workers_start_restart_reload_and_stop_leaving_nothing_behind() {
     // A destination added while live rewrites the compositor's config; nothing restarts.
     let more = live.clone().with_destination("tw", "rtmp://b.example/app");
     backend
-        .apply("show", &desired_workloads(&more), &keys())
+        .apply("show", &desired_workloads(&more), &keys(), &token)
         .await
         .unwrap();
     let reload = logged(dir, "reloaded", "compositor", 1).await;
@@ -204,7 +225,7 @@ async fn workers_start_restart_reload_and_stop_leaving_nothing_behind() {
     // Ended: every process stops and the files (keys included) go.
     let ended = more.clone().ended();
     backend
-        .apply("show", &desired_workloads(&ended), &keys())
+        .apply("show", &desired_workloads(&ended), &keys(), &token)
         .await
         .unwrap();
     assert!(!alive(sfu_pid) && !alive(again["pid"].as_u64().unwrap()));
@@ -212,7 +233,7 @@ async fn workers_start_restart_reload_and_stop_leaving_nothing_behind() {
 
     // Shutdown stops everything still running.
     backend
-        .apply("other", &desired_workloads(&live), &keys())
+        .apply("other", &desired_workloads(&live), &keys(), &token)
         .await
         .unwrap();
     logged(dir, "started", "compositor", 3).await;
@@ -227,7 +248,12 @@ async fn a_worker_that_keeps_crashing_makes_the_broadcast_failed() {
     let backend = LocalBackend::new(config(tmp.path(), "/bin/false".into()));
     let b = Broadcast::test();
     backend
-        .apply("show", &desired_workloads(&b), &Keys::new())
+        .apply(
+            "show",
+            &desired_workloads(&b),
+            &Keys::new(),
+            &ControlToken::generate(),
+        )
         .await
         .unwrap();
     phase(&backend, &b, Phase::Failed).await;

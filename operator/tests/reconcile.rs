@@ -180,9 +180,17 @@ async fn fake_compositor(report: Value) -> (String, Arc<std::sync::Mutex<Vec<Str
             log.lock()
                 .unwrap()
                 .push(head.lines().next().unwrap_or("").to_owned());
-            let body = report.to_string();
+            // A real compositor answers only the bearer of its broadcast's token.
+            let authorized = head
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {TOKEN}")));
+            let (status, body) = if authorized {
+                ("200 OK", report.to_string())
+            } else {
+                ("401 Unauthorized", "{}".to_owned())
+            };
             let reply = format!(
-                "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = s.write_all(reply.as_bytes()).await;
@@ -202,8 +210,25 @@ fn ready_pod(name: &str) -> Value {
                       "conditions": [{"type": "Ready", "status": "True"}]}})
 }
 
-/// A live broadcast's first calls: its key Secret is checked, then both workers' ConfigMaps
-/// and Services are applied. Returns what was applied.
+/// The control token the API put in the broadcast's Secret.
+const TOKEN: &str = "test-control-token-0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// The broadcast's control-token Secret is read (validate, and the token for /status).
+async fn control_secret(api: &mut Verifier) {
+    use base64::Engine as _;
+    let (_, send) = api
+        .expect(Method::GET, &format!("{NS}/secrets/show-control"))
+        .await;
+    let token = base64::engine::general_purpose::STANDARD.encode(TOKEN);
+    ok(
+        send,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "show-control"},
+               "data": {"token": token}}),
+    );
+}
+
+/// A live broadcast's first calls: its key and control Secrets are checked, then both workers'
+/// ConfigMaps and Services are applied. Returns what was applied.
 async fn live_config_and_services(api: &mut Verifier) -> Vec<Value> {
     let (_, send) = api
         .expect(Method::GET, &format!("{NS}/secrets/show-stream-keys"))
@@ -212,6 +237,7 @@ async fn live_config_and_services(api: &mut Verifier) -> Vec<Value> {
         send,
         json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "show-stream-keys"}}),
     );
+    control_secret(api).await;
     let mut applied = vec![];
     for path in ["configmaps/show-sfu", "configmaps/show-compositor"] {
         applied.push(api.echo(Method::PATCH, &format!("{NS}/{path}")).await);
@@ -250,6 +276,7 @@ async fn backstage_applies_the_sfu_prunes_the_rest_and_reports_backstage() {
     let (ctx, mut api) = setup();
     let b = finalized(Broadcast::test());
     let server = tokio::spawn(async move {
+        control_secret(&mut api).await;
         let cm = api
             .echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
             .await;
@@ -360,7 +387,7 @@ async fn live_applies_both_workers_without_a_key_in_any_object() {
     );
     let server = tokio::spawn(async move {
         let applied = live_config_and_services(&mut api).await;
-        let (_, send) = api
+        let (sfu, send) = api
             .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
             .await;
         ok(send, ready_pod("show-sfu"));
@@ -372,12 +399,38 @@ async fn live_applies_both_workers_without_a_key_in_any_object() {
                 .to_string()
                 .contains("show-stream-keys")
         );
+        // Both workers read the control token from the mounted Secret; no spec carries it.
+        for pod in [&sfu, &compositor] {
+            let volume = pod["spec"]["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["secret"]["secretName"] == "show-control")
+                .unwrap_or_else(|| panic!("no control-token volume in {pod}"));
+            let c = &pod["spec"]["containers"][0];
+            let mount = c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == volume["name"])
+                .unwrap();
+            assert_eq!(mount["mountPath"], "/var/run/secrets/castyard-control");
+            assert_eq!(mount["readOnly"], true);
+            let args = c["args"].to_string();
+            assert!(
+                args.contains("--control-token-file")
+                    && args.contains("/var/run/secrets/castyard-control/token"),
+                "{args}"
+            );
+            assert!(!pod.to_string().contains(TOKEN), "no token in {pod}");
+        }
         ok(
             send,
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "show-compositor"}, "status": {"phase": "Pending"}}),
         );
         for obj in &applied {
             assert!(!obj.to_string().contains("sk-"), "no key in {obj}");
+            assert!(!obj.to_string().contains(TOKEN), "no token in {obj}");
         }
         let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
         assert_eq!(status["status"]["phase"], "Starting");
@@ -427,6 +480,7 @@ async fn ended_removes_every_child_and_reports_ending() {
 async fn a_settled_broadcast_writes_no_status_and_no_event() {
     // First pass: capture the status the operator writes for a ready Backstage SFU.
     async fn backstage_pass(api: &mut Verifier) {
+        control_secret(api).await;
         api.echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
             .await;
         api.service(&format!("{NS}/services/show-sfu")).await;
@@ -520,7 +574,9 @@ async fn a_running_compositor_reports_each_destination_into_the_status() {
     let action = reconcile(b, Arc::new(ctx)).await.expect("reconcile");
     server.await.unwrap();
     assert_eq!(*asked.lock().unwrap(), ["show-compositor.default:7890"]);
-    assert_eq!(*seen.lock().unwrap(), ["GET /status HTTP/1.0"]);
+    // One call, which carried the token (the fake answers 401 otherwise, and the report above
+    // would be missing).
+    assert_eq!(*seen.lock().unwrap(), ["GET /status HTTP/1.1"]);
     // Destination health changes with no object changing: a live show is looked at often.
     assert_eq!(
         action,
@@ -536,6 +592,7 @@ async fn a_load_balancer_without_an_address_holds_the_sfu_pod_and_says_why() {
     };
     let (ctx, mut api) = setup_with(config.clone());
     let server = tokio::spawn(async move {
+        control_secret(&mut api).await;
         api.echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
             .await;
         let svc = api.service(&format!("{NS}/services/show-sfu")).await;
@@ -573,6 +630,7 @@ async fn a_load_balancer_without_an_address_holds_the_sfu_pod_and_says_why() {
     // Once the balancer reports its address, the pod is built to advertise it.
     let (ctx, mut api) = setup_with(config);
     let server = tokio::spawn(async move {
+        control_secret(&mut api).await;
         api.echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
             .await;
         let (mut svc, send) = api
@@ -611,6 +669,7 @@ async fn a_load_balancer_without_an_address_holds_the_sfu_pod_and_says_why() {
 
 /// A backstage SFU's ConfigMap and Service apply; its pod's apply is refused as invalid.
 async fn sfu_pod_refused(api: &mut Verifier, message: &str) {
+    control_secret(api).await;
     api.echo(Method::PATCH, &format!("{NS}/configmaps/show-sfu"))
         .await;
     api.service(&format!("{NS}/services/show-sfu")).await;
@@ -671,5 +730,28 @@ async fn a_pod_refused_at_creation_is_an_error_not_a_replacement() {
         .await
         .expect_err("an invalid pod is reported");
     assert!(err.to_string().contains("is invalid"), "{err}");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_broadcast_without_its_control_token_waits_and_says_how_to_make_one() {
+    let (ctx, mut api) = setup();
+    let server = tokio::spawn(async move {
+        api.not_found(Method::GET, &format!("{NS}/secrets/show-control"))
+            .await;
+        // Nothing is built: a worker without its token would refuse to start.
+        let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
+        assert_eq!(status["status"]["phase"], "Failed");
+        let message = status["status"]["conditions"].to_string();
+        assert!(
+            message.contains("show-control") && message.contains("kubectl create secret"),
+            "{message}"
+        );
+        ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+        api.event("InvalidSpec", "Warning").await;
+    });
+    reconcile(finalized(Broadcast::test()), ctx)
+        .await
+        .expect("an invalid broadcast is a status, not an error");
     server.await.unwrap();
 }

@@ -30,6 +30,15 @@ impl EmbeddedBackend {
         }
     }
 
+    /// Everything last handed over for `name` (tests check what the workers receive).
+    pub fn desired(&self, name: &str) -> Option<DesiredBroadcast> {
+        self.desired
+            .lock()
+            .expect("lock poisoned")
+            .get(name)
+            .map(|(d, _)| d.clone())
+    }
+
     /// The workloads that should be running for `name`.
     pub fn workloads(&self, name: &str) -> Option<DesiredWorkloads> {
         self.desired
@@ -55,7 +64,9 @@ impl BroadcastBackend for EmbeddedBackend {
                     .map(|(k, v)| (k.clone(), v.0.clone()))
                     .collect(),
             )]);
-            workers.apply(&desired.name, &w, &keys).await?;
+            workers
+                .apply(&desired.name, &w, &keys, &desired.control_token)
+                .await?;
         }
         self.desired
             .lock()

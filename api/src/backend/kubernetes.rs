@@ -63,6 +63,14 @@ impl BroadcastBackend for KubernetesBackend {
             .map(|(k, v)| (k.clone(), ByteString(v.0.as_bytes().to_vec())))
             .collect();
         let secret_name = keys_secret_name(&desired.name);
+        let owner = json!({
+            "apiVersion": Broadcast::api_version(&()),
+            "kind": Broadcast::kind(&()),
+            "name": desired.name,
+            "uid": uid,
+            "controller": true,
+            "blockOwnerDeletion": true,
+        });
         // Owned by the Broadcast, so deleting the show garbage-collects its keys.
         let secret = json!({
             "apiVersion": "v1",
@@ -71,14 +79,7 @@ impl BroadcastBackend for KubernetesBackend {
             "metadata": {
                 "name": secret_name,
                 "labels": Self::labels(&desired.name),
-                "ownerReferences": [{
-                    "apiVersion": Broadcast::api_version(&()),
-                    "kind": Broadcast::kind(&()),
-                    "name": desired.name,
-                    "uid": uid,
-                    "controller": true,
-                    "blockOwnerDeletion": true,
-                }],
+                "ownerReferences": [owner],
             },
             "data": data,
         });
@@ -86,6 +87,23 @@ impl BroadcastBackend for KubernetesBackend {
             .patch(&secret_name, &pp, &Patch::Apply(&secret))
             .await
             .context("applying stream-key Secret")?;
+        // The workers' control token, in a Secret of its own: the SFU mounts it but no keys.
+        let control_name = castyard_proto::token::secret_name(&desired.name);
+        let control = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": control_name,
+                "labels": Self::labels(&desired.name),
+                "ownerReferences": [owner],
+            },
+            "data": { castyard_proto::token::SECRET_KEY: ByteString(desired.control_token.expose().as_bytes().to_vec()) },
+        });
+        self.secrets
+            .patch(&control_name, &pp, &Patch::Apply(&control))
+            .await
+            .context("applying control-token Secret")?;
         Ok(())
     }
 

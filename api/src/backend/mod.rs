@@ -26,6 +26,8 @@ pub struct DesiredBroadcast {
     pub spec: BroadcastSpec,
     /// Stream keys by the key name each destination's `streamKeySecretRef` points at.
     pub stream_keys: BTreeMap<String, StreamKey>,
+    /// What the broadcast's workers require on their control ports.
+    pub control_token: castyard_proto::ControlToken,
 }
 
 /// Name of the Secret holding a broadcast's stream keys; destinations reference it.

@@ -503,7 +503,12 @@ fn destination(r: &sqlx::any::AnyRow) -> Result<StoredDestination> {
 }
 
 /// The full desired broadcast: spec with destinations pointing at the keys Secret, plus the keys.
-fn desired(state: &AppState, b: &Stored, dests: &[StoredDestination]) -> Result<DesiredBroadcast> {
+fn desired(
+    state: &AppState,
+    b: &Stored,
+    dests: &[StoredDestination],
+    control_token: castyard_proto::ControlToken,
+) -> Result<DesiredBroadcast> {
     let secret = keys_secret_name(&b.name);
     let mut spec = b.spec.clone();
     let mut stream_keys = BTreeMap::new();
@@ -524,6 +529,7 @@ fn desired(state: &AppState, b: &Stored, dests: &[StoredDestination]) -> Result<
         name: b.name.clone(),
         spec,
         stream_keys,
+        control_token,
     })
 }
 
@@ -560,7 +566,8 @@ async fn apply(
     b: &Stored,
 ) -> Result<Vec<StoredDestination>> {
     let dests = load_destinations(conn, &b.id).await?;
-    let d = desired(state, b, &dests)?;
+    let token = crate::control::token(state, conn, &b.id).await?;
+    let d = desired(state, b, &dests, token)?;
     state.backend.apply(&d).await.map_err(Error::Backend)?;
     Ok(dests)
 }
@@ -778,7 +785,8 @@ async fn create(
         updated_at: now,
     };
     let mut tx = state.db.writer.begin().await?;
-    sqlx::query("INSERT INTO broadcasts (id, owner_id, name, title, state, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+    let (_, control_token) = crate::control::new_sealed(&state, &b.id);
+    sqlx::query("INSERT INTO broadcasts (id, owner_id, name, title, state, spec, created_at, updated_at, control_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(&b.id)
         .bind(&user.id)
         .bind(&b.name)
@@ -787,6 +795,7 @@ async fn create(
         .bind(serde_json::to_string(&b.spec).map_err(anyhow::Error::from)?)
         .bind(now)
         .bind(now)
+        .bind(control_token)
         .execute(&mut *tx)
         .await?;
     for d in &req.destinations {

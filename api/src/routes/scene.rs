@@ -5,16 +5,13 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
+use castyard_proto::scene::{Brand, Command, Scene};
+use castyard_proto::{CallError, WorkerClient};
 
 use crate::auth::AuthUser;
 use crate::error::{Error, PathParams, Result};
 use crate::routes::broadcasts::load_owned;
 use crate::state::AppState;
-use castyard_media_worker::compositor::scene::{Brand, Command};
 
 /// Commands a host sends. Who is on stage, speaking, muted or sharing comes from the studio (the
 /// SFU), not from here.
@@ -70,12 +67,13 @@ async fn brand_files(state: &AppState, user: &AuthUser, mut brand: Brand) -> Res
     Ok(brand)
 }
 
-/// The compositor's control address, or 409 when the show is not running.
-async fn control(state: &AppState, user: &AuthUser, id: &str) -> Result<String> {
+/// The compositor's control address and a client holding the broadcast's token, or 409 when
+/// the show is not running.
+async fn control(state: &AppState, user: &AuthUser, id: &str) -> Result<(String, WorkerClient)> {
     let mut conn = state.db.pool.acquire().await?;
     let b = load_owned(&mut conn, user, id).await?;
     drop(conn);
-    state
+    let addr = state
         .backend
         .status(&b.name)
         .await
@@ -86,35 +84,22 @@ async fn control(state: &AppState, user: &AuthUser, id: &str) -> Result<String> 
             Error::Conflict(
                 "the show is not running: scene changes apply while live or recording".into(),
             )
-        })
+        })?;
+    Ok((addr, crate::control::client(state, id).await?))
 }
 
-async fn relay(addr: &str, method: &str, body: Option<Bytes>) -> Result<(u16, Value)> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}/scene"))
-        .header("content-type", "application/json")
-        .body(Full::new(body.unwrap_or_default()))
-        .map_err(|e| Error::Internal(e.into()))?;
-    let call = async {
-        let resp = client.request(req).await?;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        anyhow::Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), call)
-        .await
-        .map_err(|_| Error::Backend(anyhow::anyhow!("the compositor did not answer in 5 s")))?
-        .map_err(|e| Error::Backend(anyhow::anyhow!("the compositor: {e}")))
+/// The compositor's own refusals (an unknown participant, a bad colour) are the host's to fix;
+/// anything else is the backend's.
+fn relayed(e: CallError) -> Error {
+    match e.refused_input() {
+        Some(body) => Error::validation(body.error.message.clone()),
+        None => Error::Backend(anyhow::anyhow!("the compositor: {e}")),
+    }
 }
 
 /// The live scene: layout, who is on stage, banner, ticker, slate, brand.
 #[utoipa::path(get, path = "/{id}/scene", tag = "broadcasts", security(("bearer" = [])),
-    responses((status = 200, body = Object, description = "the compositor's scene"),
+    responses((status = 200, body = castyard_proto::scene::Scene, description = "the compositor's scene"),
               (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody, description = "the show is not running"),
               (status = 502, body = crate::error::ErrorBody)))]
@@ -122,14 +107,9 @@ pub async fn get_scene(
     State(state): State<AppState>,
     user: AuthUser,
     PathParams(id): PathParams<String>,
-) -> Result<Json<Value>> {
-    let addr = control(&state, &user, &id).await?;
-    match relay(&addr, "GET", None).await? {
-        (200, scene) => Ok(Json(scene)),
-        (code, body) => Err(Error::Backend(anyhow::anyhow!(
-            "the compositor answered {code}: {body}"
-        ))),
-    }
+) -> Result<Json<Scene>> {
+    let (addr, client) = control(&state, &user, &id).await?;
+    client.scene(&addr).await.map(Json).map_err(relayed)
 }
 
 /// Change the live scene: `{"type":"show-banner","banner":{"text":"…","style":"banner"}}`,
@@ -137,8 +117,8 @@ pub async fn get_scene(
 /// `set-layout`, `pin`, `set-brand` (`color`, and `logo`, `background`, `overlay` as ids of the
 /// host's uploads of that kind), `gain`. The next frame shows it.
 #[utoipa::path(post, path = "/{id}/scene", tag = "broadcasts", security(("bearer" = [])),
-    request_body(content = Object, description = "one scene command"),
-    responses((status = 200, body = Object, description = "the scene after the change"),
+    request_body(content = castyard_proto::scene::Command, description = "one scene command"),
+    responses((status = 200, body = castyard_proto::scene::Scene, description = "the scene after the change"),
               (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody, description = "the show is not running"),
               (status = 422, body = crate::error::ErrorBody, description = "not a command a host may send, or the compositor refused it"),
@@ -148,7 +128,7 @@ pub async fn post_scene(
     user: AuthUser,
     PathParams(id): PathParams<String>,
     body: Bytes,
-) -> Result<Json<Value>> {
+) -> Result<Json<Scene>> {
     let cmd: Command = serde_json::from_slice(&body)
         .map_err(|e| Error::validation(format!("not a scene command: {e}")))?;
     if !allowed(&cmd) {
@@ -157,28 +137,16 @@ pub async fn post_scene(
         ));
     }
     // Bad input is refused whether or not the show runs.
-    let body = match cmd {
-        Command::SetBrand { brand } => {
-            let brand = brand_files(&state, &user, brand).await?;
-            Bytes::from(
-                serde_json::to_vec(&Command::SetBrand { brand })
-                    .map_err(|e| Error::Internal(e.into()))?,
-            )
-        }
-        _ => body,
+    let cmd = match cmd {
+        Command::SetBrand { brand } => Command::SetBrand {
+            brand: brand_files(&state, &user, brand).await?,
+        },
+        other => other,
     };
-    let addr = control(&state, &user, &id).await?;
-    match relay(&addr, "POST", Some(body)).await? {
-        (200, scene) => Ok(Json(scene)),
-        // The compositor's own refusals (an unknown participant, a bad colour) are the host's.
-        (400..=499, err) => Err(Error::validation(
-            err["message"]
-                .as_str()
-                .unwrap_or("the compositor refused the change")
-                .to_owned(),
-        )),
-        (code, body) => Err(Error::Backend(anyhow::anyhow!(
-            "the compositor answered {code}: {body}"
-        ))),
-    }
+    let (addr, client) = control(&state, &user, &id).await?;
+    client
+        .apply_scene(&addr, &cmd)
+        .await
+        .map(Json)
+        .map_err(relayed)
 }

@@ -1,13 +1,16 @@
 //! /api/broadcasts/{id}/studio: the studio's signalling WebSocket. The API decides who the
 //! user is and whether they are the host or an invited guest, then relays the session to the
-//! broadcast's SFU, which trusts the identity it is given and never sees a token.
+//! broadcast's SFU with the broadcast's control token, without which the SFU takes no identity.
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use castyard_proto::client::signal_url;
+use castyard_proto::signal::{Identity, Role as SignalRole};
 use futures::{SinkExt, StreamExt};
 use sqlx::Row;
 use tokio_tungstenite::tungstenite::Message as UpstreamMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use crate::auth::{Role, user_from_token};
 use crate::error::{Error, PathParams, QueryParams, Result};
@@ -16,7 +19,7 @@ use crate::state::AppState;
 
 /// The SFU answers messages over its limit with an error; frames far beyond it end the
 /// session here, as they would at the SFU.
-const MAX_FRAME: usize = castyard_media_worker::sfu::signal::MAX_MESSAGE * 2;
+const MAX_FRAME: usize = castyard_proto::signal::MAX_MESSAGE * 2;
 
 type Upstream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -48,8 +51,8 @@ pub async fn upgrade(
         .ok_or(Error::NotFound("broadcast"))?;
     let owner: String = row.try_get("owner_id")?;
     let role = match user.role {
-        Role::Host if user.id == owner => "host",
-        Role::Guest if user.broadcast_id.as_deref() == Some(id.as_str()) => "guest",
+        Role::Host if user.id == owner => SignalRole::Host,
+        Role::Guest if user.broadcast_id.as_deref() == Some(id.as_str()) => SignalRole::Guest,
         _ => {
             return Err(Error::Forbidden(
                 "the studio is for the broadcast's host and invited guests",
@@ -70,33 +73,35 @@ pub async fn upgrade(
         .endpoints
         .and_then(|e| e.signalling)
         .ok_or_else(|| Error::Conflict("the studio is starting; try again in a moment".into()))?;
-    let url = signal_url(&sfu, &user.id, &user.name, role)
+    let who = Identity {
+        participant: user.id.clone(),
+        name: user.name.clone(),
+        role,
+    };
+    let url = signal_url(&sfu, &who)
         .map_err(|e| Error::Internal(anyhow::anyhow!("bad SFU address {sfu}: {e}")))?;
+    // Only the token's holder may tell the SFU who a participant is.
+    let token = crate::control::client(&state, &id).await?.token().clone();
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| Error::Internal(e.into()))?;
+    req.headers_mut().insert(
+        axum::http::header::AUTHORIZATION,
+        token
+            .bearer()
+            .parse()
+            .map_err(|e: axum::http::header::InvalidHeaderValue| Error::Internal(e.into()))?,
+    );
     // Connecting before the upgrade turns an unreachable SFU into an HTTP error, not a socket
     // that opens and dies.
-    let (upstream, _) = tokio_tungstenite::connect_async(url.as_str())
+    let (upstream, _) = tokio_tungstenite::connect_async(req)
         .await
         .map_err(|e| Error::Backend(anyhow::anyhow!("the studio's SFU at {sfu}: {e}")))?;
     Ok(ws
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| relay(state, socket, upstream)))
-}
-
-/// The SFU's signalling socket for one participant, whose identity the SFU takes as given (the
-/// caller has checked it).
-pub fn signal_url(
-    sfu: &str,
-    participant: &str,
-    name: &str,
-    role: &str,
-) -> Result<url::Url, url::ParseError> {
-    let mut url = url::Url::parse(&format!("ws://{sfu}/signal"))?;
-    url.query_pairs_mut()
-        .append_pair("participant", participant)
-        .append_pair("name", name)
-        .append_pair("role", role);
-    Ok(url)
 }
 
 async fn relay(state: AppState, browser: WebSocket, upstream: Upstream) {

@@ -1,5 +1,5 @@
 //! The Kubernetes backend against a mock API server that checks each call (tower-test), as
-//! kube-rs/controller-rs does: the CR carries no key, the Secret does, owned by the CR.
+//! kube-rs/controller-rs does: the CR carries no key nor token, the Secrets do, owned by the CR.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +7,7 @@ use base64::Engine;
 use castyard_api::backend::kubernetes::KubernetesBackend;
 use castyard_api::backend::{BroadcastBackend, DesiredBroadcast, StreamKey};
 use castyard_crd::Broadcast;
+use castyard_proto::ControlToken;
 use http_body_util::BodyExt;
 use hyper::{Method, Request, Response};
 use kube::client::Body;
@@ -70,7 +71,12 @@ fn desired() -> DesiredBroadcast {
         name: "bc-1".into(),
         spec,
         stream_keys: BTreeMap::from([("yt".into(), StreamKey("yt-secret-key-0001".into()))]),
+        control_token: token(),
     }
+}
+
+fn token() -> ControlToken {
+    ControlToken::parse("control-token-of-bc-1-0123456789abcdefghijklmnop").unwrap()
 }
 
 #[tokio::test]
@@ -98,6 +104,10 @@ async fn apply_writes_the_cr_then_its_owned_secret() {
             !body.to_string().contains("yt-secret-key"),
             "a stream key in the CR"
         );
+        assert!(
+            !body.to_string().contains(token().expose()),
+            "the control token in the CR"
+        );
         let mut applied = body.clone();
         applied["metadata"]["uid"] = json!("uid-123");
         applied["metadata"]["namespace"] = json!("shows");
@@ -117,6 +127,19 @@ async fn apply_writes_the_cr_then_its_owned_secret() {
         assert_eq!(owner["kind"], "Broadcast");
         assert_eq!(owner["uid"], "uid-123");
         assert_eq!(owner["controller"], true);
+        assert!(!body.to_string().contains(token().expose()));
+        respond(send, 200, body);
+
+        // The workers' token in a Secret of its own (the SFU mounts it, and no stream key).
+        let (m, uri, body, send) = next_call(&mut handle).await;
+        assert_eq!(m, Method::PATCH);
+        assert!(
+            uri.starts_with("/api/v1/namespaces/shows/secrets/bc-1-control?"),
+            "{uri}"
+        );
+        let sealed = base64::engine::general_purpose::STANDARD.encode(token().expose());
+        assert_eq!(body["data"], json!({"token": sealed}));
+        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-123");
         respond(send, 200, body);
     });
     backend.apply(&desired()).await.unwrap();

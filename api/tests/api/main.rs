@@ -12,4 +12,5 @@ mod metrics_catalog;
 mod realtime;
 mod secrets;
 mod service;
+mod sockets;
 mod studio;

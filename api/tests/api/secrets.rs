@@ -1,4 +1,4 @@
-//! Stream keys: encrypted at rest, masked in replies, absent from logs; and the destination
+//! Stream keys and control tokens: encrypted at rest, masked in replies, absent from logs; and the destination
 //! test against a real RTMP server (nginx with the RTMP module).
 
 use std::io::Write;
@@ -93,9 +93,20 @@ async fn a_stream_key_never_leaves_in_a_reply_or_a_log() {
             .text(),
     );
 
+    // The workers' control token: the backend got one, and it goes nowhere else.
+    let control = app
+        .embedded
+        .desired(&format!("bc-{id}"))
+        .expect("handed to the backend")
+        .control_token;
+    let control = control.expose().to_owned();
+    assert!(control.len() >= 43, "256 bits or more");
     for r in &replies {
-        for k in [KEY, KEY2, "SUPERSECRET", "ALSOSECRET"] {
-            assert!(!r.contains(k), "a reply contains a stream key: {r}");
+        for k in [KEY, KEY2, "SUPERSECRET", "ALSOSECRET", &control] {
+            assert!(
+                !r.contains(k),
+                "a reply contains a stream key or token: {r}"
+            );
         }
     }
     assert!(replies[1].contains("••••4321"));
@@ -105,9 +116,23 @@ async fn a_stream_key_never_leaves_in_a_reply_or_a_log() {
         !logged.is_empty(),
         "the capture saw nothing, so it proves nothing"
     );
-    for k in [KEY, KEY2, "SUPERSECRET", "ALSOSECRET"] {
-        assert!(!logged.contains(k), "a log line contains a stream key");
+    for k in [KEY, KEY2, "SUPERSECRET", "ALSOSECRET", &control] {
+        assert!(
+            !logged.contains(k),
+            "a log line contains a stream key or token"
+        );
     }
+    let sealed: String = sqlx::query("SELECT control_token FROM broadcasts WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap()
+        .try_get("control_token")
+        .unwrap();
+    assert!(
+        !sealed.contains(&control),
+        "the control token is stored sealed"
+    );
 
     // At rest the key is ciphertext; the backend, and only the backend, receives it in clear.
     let rows = sqlx::query("SELECT key_ciphertext, key_last4 FROM destinations")

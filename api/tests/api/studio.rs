@@ -282,6 +282,40 @@ fn going_live_composes_the_show_and_reports_each_destination() {
         assert!(std::time::Instant::now() < deadline, "never live: {b}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // With the show live, only the API, the RTMP ingest (both on loopback in this test) and
+    // the SFU's media socket listen; every worker control port and RTP input is loopback.
+    let (_, body) = http(
+        up.port,
+        "GET",
+        &format!("/api/broadcasts/{id}"),
+        Some(&token),
+        "",
+    );
+    let media: std::net::SocketAddr = json(&body)["endpoints"]["mediaUdp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sockets = crate::sockets::listening(up.child.id());
+    assert!(
+        sockets
+            .iter()
+            .any(|l| l.proto == "tcp" && l.addr.port() == up.port),
+        "{sockets:#?}"
+    );
+    let exposed: Vec<_> = sockets
+        .iter()
+        .filter(|l| !l.addr.ip().is_loopback())
+        .filter(|l| !(l.proto == "udp" && l.addr.port() == media.port()))
+        .collect();
+    assert!(
+        exposed.is_empty(),
+        "listening beyond loopback: {exposed:#?}"
+    );
+    assert!(
+        sockets.len() >= 4,
+        "the API, the SFU's control and media, the compositor's control: {sockets:#?}"
+    );
     // The host's scene changes reach the compositor through the API; bad ones change nothing.
     let scene_url = format!("/api/broadcasts/{id}/scene");
     let (line, body) = http(up.port, "POST", &scene_url, Some(&token), banner);

@@ -500,6 +500,20 @@ export interface components {
             tokenType: string;
             user: components["schemas"]["UserView"];
         };
+        Banner: {
+            style: components["schemas"]["BannerStyle"];
+            text: string;
+        };
+        /** @enum {string} */
+        BannerStyle: "banner" | "lower-third";
+        /** @description Brand assets are upload ids (logo, background, overlay), resolved to files by the worker. */
+        Brand: {
+            background?: string | null;
+            /** @description #rrggbb */
+            color?: string | null;
+            logo?: string | null;
+            overlay?: string | null;
+        };
         BroadcastCounts: {
             /** Format: int64 */
             backstage: number;
@@ -534,6 +548,119 @@ export interface components {
             title: string;
             updatedAt: string;
             watchUrl: string;
+        };
+        /** @description What a participant sends. */
+        ClientMessage: {
+            sdp: string;
+            sources?: {
+                [key: string]: components["schemas"]["Source"];
+            };
+            /** @enum {string} */
+            type: "offer";
+        } | {
+            sdp: string;
+            /** @enum {string} */
+            type: "answer";
+        } | {
+            muted: boolean;
+            source: components["schemas"]["Source"];
+            /** @enum {string} */
+            type: "mute";
+        } | {
+            /** Format: int32 */
+            height: number;
+            mid: string;
+            /** @enum {string} */
+            type: "view";
+            /** Format: int32 */
+            width: number;
+        } | {
+            onStage: boolean;
+            participant: string;
+            /** @enum {string} */
+            type: "stage";
+        } | {
+            /** @enum {string} */
+            type: "leave";
+        } | {
+            /** @enum {string} */
+            type: "ping";
+        };
+        Command: {
+            id: string;
+            name: string;
+            /** @enum {string} */
+            type: "join";
+        } | {
+            id: string;
+            /** @enum {string} */
+            type: "leave";
+        } | {
+            id: string;
+            /** @enum {string} */
+            type: "add-to-stage";
+        } | {
+            id: string;
+            /** @enum {string} */
+            type: "remove-from-stage";
+        } | {
+            layout: components["schemas"]["Layout"];
+            /** @enum {string} */
+            type: "set-layout";
+        } | {
+            id?: string | null;
+            /** @enum {string} */
+            type: "pin";
+        } | {
+            id?: string | null;
+            /** @enum {string} */
+            type: "active-speaker";
+        } | {
+            /** Format: double */
+            aspect?: number | null;
+            id: string;
+            on: boolean;
+            /** @enum {string} */
+            type: "camera";
+        } | {
+            /** Format: double */
+            aspect?: number | null;
+            id: string;
+            /** @enum {string} */
+            type: "screen-share";
+        } | {
+            id: string;
+            muted: boolean;
+            /** @enum {string} */
+            type: "mute";
+        } | {
+            /** Format: float */
+            gain: number;
+            id: string;
+            /** @enum {string} */
+            type: "gain";
+        } | {
+            banner: components["schemas"]["Banner"];
+            /** @enum {string} */
+            type: "show-banner";
+        } | {
+            /** @enum {string} */
+            type: "hide-banner";
+        } | {
+            text?: string | null;
+            /** @enum {string} */
+            type: "ticker";
+        } | {
+            brand: components["schemas"]["Brand"];
+            /** @enum {string} */
+            type: "set-brand";
+        } | {
+            slate: components["schemas"]["Slate"];
+            /** @enum {string} */
+            type: "show-slate";
+        } | {
+            /** @enum {string} */
+            type: "hide-slate";
         };
         CreateBroadcast: {
             description?: string | null;
@@ -593,7 +720,6 @@ export interface components {
             /** @description host:port of the SFU's control and signalling port. */
             signalling?: string | null;
         };
-        /** @description The body of every error reply. */
         ErrorBody: {
             error: components["schemas"]["ErrorDetail"];
         };
@@ -651,6 +777,46 @@ export interface components {
             /** Format: int32 */
             videoBitrateKbps?: number;
         };
+        Participant: {
+            /**
+             * Format: double
+             * @description The camera's width over height.
+             */
+            aspect: number;
+            /** Format: float */
+            gain: number;
+            muted: boolean;
+            name: string;
+            onStage: boolean;
+            /**
+             * Format: double
+             * @description The aspect of a screen share, while sharing.
+             */
+            screen?: number | null;
+            /** @description Whether the camera is on: without it the tile shows an avatar with the name. */
+            video: boolean;
+        };
+        ParticipantInfo: {
+            id: string;
+            muted: components["schemas"]["Source"][];
+            name: string;
+            onStage: boolean;
+            publishing: components["schemas"]["Source"][];
+            role: components["schemas"]["Role"];
+        };
+        ParticipantStats: {
+            /** Format: int64 */
+            bitrateInBps: number;
+            /** Format: int64 */
+            bitrateOutBps: number;
+            /** Format: int64 */
+            jitterMs?: number | null;
+            /** Format: float */
+            packetLoss: number;
+            participant: string;
+            /** Format: int64 */
+            rttMs?: number | null;
+        };
         /** @enum {string} */
         Phase: "Pending" | "Backstage" | "Starting" | "Live" | "Ending" | "Ended" | "Failed";
         RecordingView: {
@@ -676,7 +842,87 @@ export interface components {
         /** @enum {string} */
         Resolution: "720p" | "1080p";
         /** @enum {string} */
-        Role: "host" | "guest" | "viewer";
+        Role: "host" | "guest";
+        Scene: {
+            activeSpeaker?: string | null;
+            banner?: null | components["schemas"]["Banner"];
+            brand: components["schemas"]["Brand"];
+            layout: components["schemas"]["Layout"];
+            participants: {
+                [key: string]: components["schemas"]["Participant"];
+            };
+            pinned?: string | null;
+            slate?: null | components["schemas"]["Slate"];
+            /** @description On-stage ids in the order they were put there; the tiles follow it. */
+            stage: string[];
+            ticker?: string | null;
+            /**
+             * Format: int64
+             * @description Bumped by every applied command, so readers can tell a newer scene.
+             */
+            version: number;
+        };
+        /** @description What the SFU sends. */
+        ServerMessage: {
+            activeSpeaker?: string | null;
+            participant: string;
+            participants: components["schemas"]["ParticipantInfo"][];
+            role: components["schemas"]["Role"];
+            /** @enum {string} */
+            type: "joined";
+        } | {
+            sdp: string;
+            tracks: components["schemas"]["TrackInfo"][];
+            /** @enum {string} */
+            type: "answer";
+        } | {
+            sdp: string;
+            tracks: components["schemas"]["TrackInfo"][];
+            /** @enum {string} */
+            type: "offer";
+        } | (components["schemas"]["ParticipantInfo"] & {
+            /** @enum {string} */
+            type: "participant";
+        }) | {
+            participant: string;
+            /** @enum {string} */
+            type: "participantLeft";
+        } | {
+            participant?: string | null;
+            /** @enum {string} */
+            type: "activeSpeaker";
+        } | {
+            participants: components["schemas"]["ParticipantStats"][];
+            /** @enum {string} */
+            type: "stats";
+        } | {
+            /** @enum {string} */
+            type: "pong";
+        } | {
+            code: string;
+            message: string;
+            /** @enum {string} */
+            type: "error";
+        } | {
+            reason: string;
+            /** @enum {string} */
+            type: "bye";
+        };
+        Slate: {
+            /** @enum {string} */
+            kind: "starting-soon";
+            text?: string | null;
+        } | {
+            /** @enum {string} */
+            kind: "countdown";
+            /** Format: int64 */
+            until_ms: number;
+        };
+        /**
+         * @description What a published track carries.
+         * @enum {string}
+         */
+        Source: "camera" | "microphone" | "screen" | "screenAudio";
         StatusView: {
             broadcasts: components["schemas"]["BroadcastCounts"];
             database: boolean;
@@ -707,6 +953,12 @@ export interface components {
             /** Format: int64 */
             viewers: number;
             watchUrl: string;
+        };
+        /** @description One track a participant receives: which mid carries whose what. */
+        TrackInfo: {
+            mid: string;
+            participant: string;
+            source: components["schemas"]["Source"];
         };
         /** @description Fields left out stay as they are; an empty `scheduledStart` clears it. */
         UpdateBroadcast: {
@@ -1405,7 +1657,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": components["schemas"]["Scene"];
                 };
             };
             404: {
@@ -1445,7 +1697,7 @@ export interface operations {
         /** @description one scene command */
         requestBody: {
             content: {
-                "application/json": Record<string, never>;
+                "application/json": components["schemas"]["Command"];
             };
         };
         responses: {
@@ -1455,7 +1707,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": components["schemas"]["Scene"];
                 };
             };
             404: {

@@ -1,34 +1,17 @@
 // One person's place in a studio: the signalling socket to the SFU (through the API), the
 // peer connection, who is here and on stage, and the media each of them sends us.
 import { create } from "zustand";
-import { wsUrl } from "../api/client";
+import { wsUrl, type Schemas } from "../api/client";
 import { startEffect, type Background, type Effect } from "../media/background";
 
-export type Source = "camera" | "microphone" | "screen" | "screenAudio";
-
-export interface Participant {
-  id: string;
-  name: string;
-  role: "host" | "guest";
-  onStage: boolean;
-  publishing: Source[];
-  muted: Source[];
-}
-
-export interface TrackInfo {
-  mid: string;
-  participant: string;
-  source: Source;
-}
-
-export interface ParticipantStats {
-  participant: string;
-  bitrateInBps: number;
-  bitrateOutBps: number;
-  packetLoss: number;
-  rttMs: number | null;
-  jitterMs: number | null;
-}
+// The signalling messages both ways, generated from castyard-proto through the OpenAPI
+// document (schema.d.ts): a change to the wire in Rust fails this file's type check.
+export type ServerMessage = Schemas["ServerMessage"];
+export type ClientMessage = Schemas["ClientMessage"];
+export type Source = Schemas["Source"];
+export type Participant = Schemas["ParticipantInfo"];
+export type TrackInfo = Schemas["TrackInfo"];
+export type ParticipantStats = Schemas["ParticipantStats"];
 
 /**
  * The camera's simulcast layers, named and sized as the SFU's ladder expects (media-worker
@@ -108,7 +91,7 @@ export const useStudio = create<StudioState>((set, get) => {
   let ping: ReturnType<typeof setInterval> | undefined;
   let saidBye = false;
 
-  const send = (m: unknown) => ws?.readyState === WebSocket.OPEN && ws.send(JSON.stringify(m));
+  const send = (m: ClientMessage) => ws?.readyState === WebSocket.OPEN && ws.send(JSON.stringify(m));
 
   const learn = (list: TrackInfo[]) => {
     tracks = Object.fromEntries(list.map((t) => [t.mid, t]));
@@ -123,19 +106,19 @@ export const useStudio = create<StudioState>((set, get) => {
       const track = t.sender.track;
       if (track && t.mid !== null && !sources[t.mid]) sources[t.mid] = sourceOf.get(track) ?? "camera";
     }
-    send({ type: "offer", sdp: o.sdp, sources });
+    send({ type: "offer", sdp: o.sdp ?? "", sources });
   };
 
-  const handle = async (m: Record<string, any>) => {
+  const handle = async (m: ServerMessage) => {
     switch (m.type) {
       case "joined": {
-        const participants = Object.fromEntries((m.participants as Participant[]).map((p) => [p.id, p]));
+        const participants = Object.fromEntries(m.participants.map((p) => [p.id, p]));
         set({ status: "joined", me: m.participant, participants, activeSpeaker: m.activeSpeaker ?? null, error: null });
         attempt = 0;
         break;
       }
       case "participant":
-        set({ participants: { ...get().participants, [m.id]: m as unknown as Participant } });
+        set({ participants: { ...get().participants, [m.id]: m } });
         break;
       case "participantLeft": {
         const participants = { ...get().participants };
@@ -156,7 +139,7 @@ export const useStudio = create<StudioState>((set, get) => {
         await pc.setRemoteDescription({ type: "offer", sdp: m.sdp });
         const a = await pc.createAnswer();
         await pc.setLocalDescription(a);
-        send({ type: "answer", sdp: a.sdp });
+        send({ type: "answer", sdp: a.sdp ?? "" });
         break;
       }
       case "activeSpeaker":
@@ -216,7 +199,7 @@ export const useStudio = create<StudioState>((set, get) => {
     };
     // One message at a time: an offer is never looked at while the answer before it applies.
     sock.onmessage = (ev) => {
-      queue = queue.then(() => handle(JSON.parse(ev.data))).catch((e) => set({ error: String(e) }));
+      queue = queue.then(() => handle(JSON.parse(ev.data) as ServerMessage)).catch((e) => set({ error: String(e) }));
     };
     sock.onclose = (ev) => {
       if (ws !== sock || !session) return;

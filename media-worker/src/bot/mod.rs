@@ -26,6 +26,9 @@ pub struct BotConfig {
     pub duration: Duration,
     /// The local address for media; browsers would use every interface, a bot one.
     pub bind_ip: IpAddr,
+    /// Sent as `Authorization: Bearer …` when the bot talks to an SFU directly (the API's
+    /// studio relay checks the user's token in the URL instead).
+    pub control_token: Option<castyard_proto::ControlToken>,
 }
 
 /// What one bot received, per sender and source.
@@ -96,7 +99,13 @@ async fn run_inner(
     cfg: &BotConfig,
     mut media: Option<broadcast::Receiver<Frame>>,
 ) -> anyhow::Result<BotReport> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(&cfg.url)
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = cfg.url.as_str().into_client_request()?;
+    if let Some(token) = &cfg.control_token {
+        req.headers_mut()
+            .insert(hyper::header::AUTHORIZATION, token.bearer().parse()?);
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", redact(&cfg.url)))?;
     let participant = loop {

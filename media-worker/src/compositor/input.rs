@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Read};
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use ffmpeg_sidecar::child::FfmpegChild;
 use ffmpeg_sidecar::command::FfmpegCommand;
-use serde::{Deserialize, Serialize};
 
 use super::canvas::Frame;
 use super::paint::Feed;
@@ -28,42 +27,7 @@ pub const STALE: Duration = Duration::from_millis(1500);
 /// second of scaling), not one per step.
 const SETTLE: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VideoCodec {
-    Vp8,
-    H264,
-}
-
-/// What the SFU (or a test) will send for one source.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct InputRequest {
-    pub video: Option<VideoCodec>,
-    #[serde(default = "video_pt")]
-    pub video_payload_type: u8,
-    /// Opus audio; a screen share usually has none.
-    #[serde(default)]
-    pub audio: bool,
-    #[serde(default = "audio_pt")]
-    pub audio_payload_type: u8,
-}
-
-fn video_pt() -> u8 {
-    96
-}
-
-fn audio_pt() -> u8 {
-    111
-}
-
-/// Where to send the RTP (RTCP goes to the port above each).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InputPorts {
-    pub video_port: Option<u16>,
-    pub audio_port: Option<u16>,
-}
+pub use castyard_proto::status::{InputPorts, InputRequest, InputStatus, VideoCodec};
 
 /// The newest decoded picture, and which decoder made it.
 struct Shown {
@@ -74,24 +38,6 @@ struct Shown {
 }
 
 type Picture = Arc<Mutex<Option<Shown>>>;
-
-/// What one input has decoded so far, for the status page and tests.
-#[derive(Clone, Copy, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InputStatus {
-    pub video_frames: u64,
-    pub audio_samples: u64,
-    /// Times the decoder asked the SFU for a keyframe.
-    pub keyframe_requests: u64,
-    /// A picture newer than the staleness limit: the tile shows it, not a placeholder.
-    pub live: bool,
-    /// The size pictures are decoded at (the tile's), once one is decoded.
-    pub decode_size: Option<[u32; 2]>,
-    /// Video decoders running: two while one at a new size takes over.
-    pub decoders: usize,
-    /// Video decoders started at a new size since the input was added.
-    pub resizes: u64,
-}
 
 pub struct Input {
     pub request: InputRequest,
@@ -152,7 +98,7 @@ struct Video {
 }
 
 /// An even UDP port and its odd neighbour (RTCP), as RTP/AVP expects, bound.
-fn rtp_pair(ip: Ipv4Addr) -> anyhow::Result<(UdpSocket, UdpSocket)> {
+fn rtp_pair(ip: IpAddr) -> anyhow::Result<(UdpSocket, UdpSocket)> {
     for _ in 0..64 {
         let a = UdpSocket::bind((ip, 0))?;
         let p = a.local_addr()?.port();
@@ -168,7 +114,7 @@ fn rtp_pair(ip: Ipv4Addr) -> anyhow::Result<(UdpSocket, UdpSocket)> {
 
 /// A free pair for FFmpeg to bind (it binds the port its SDP names).
 fn rtp_port() -> anyhow::Result<u16> {
-    Ok(rtp_pair(Ipv4Addr::UNSPECIFIED)?.0.local_addr()?.port())
+    Ok(rtp_pair(Ipv4Addr::LOCALHOST.into())?.0.local_addr()?.port())
 }
 
 /// Copies what arrives on `public` to the same port offset above each decoder's port, until
@@ -220,6 +166,7 @@ impl Input {
         key: &str,
         request: InputRequest,
         size: (u32, u32),
+        bind: IpAddr,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -237,7 +184,7 @@ impl Input {
         };
         let mut video = None;
         if let Some(codec) = request.video {
-            let (rtp, rtcp) = rtp_pair(Ipv4Addr::UNSPECIFIED)?;
+            let (rtp, rtcp) = rtp_pair(bind)?;
             ports.video_port = Some(rtp.local_addr()?.port());
             let v = Video {
                 ffmpeg: ffmpeg.into(),
@@ -262,7 +209,7 @@ impl Input {
             video = Some(v);
         }
         if request.audio {
-            let (rtp, rtcp) = rtp_pair(Ipv4Addr::UNSPECIFIED)?;
+            let (rtp, rtcp) = rtp_pair(bind)?;
             ports.audio_port = Some(rtp.local_addr()?.port());
             let (audio, counted, stop) = (audio.clone(), audio_samples.clone(), stop.clone());
             let (pt, key) = (request.audio_payload_type, key.to_owned());
@@ -685,6 +632,8 @@ fn supervise(
             cmd.hide_banner()
                 .args(["-loglevel", "warning", "-nostats"])
                 .args(["-protocol_whitelist", "file,udp,rtp"])
+                // The relay feeds decoders over loopback: their sockets face nothing else.
+                .args(["-localaddr", "127.0.0.1"])
                 .args(["-fflags", "nobuffer", "-flags", "low_delay"])
                 .args(["-analyzeduration", "1000000", "-probesize", "1000000"])
                 .args(["-threads", "1"])
@@ -798,7 +747,7 @@ mod tests {
         use webrtc_util::marshal::Marshal as _;
         let packets = opus_packets();
         assert!(packets.len() >= 50, "{}", packets.len());
-        let (socket, _rtcp) = rtp_pair(Ipv4Addr::LOCALHOST).unwrap();
+        let (socket, _rtcp) = rtp_pair(Ipv4Addr::LOCALHOST.into()).unwrap();
         let port = socket.local_addr().unwrap().port();
         let audio = Mutex::new(VecDeque::new());
         let (counted, stop) = (AtomicU64::new(0), AtomicBool::new(false));

@@ -6,22 +6,16 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use castyard_proto::WorkerClient;
 
 use super::input::{InputPorts, InputRequest, VideoCodec};
 use super::scene::{Command, MAX_NAME_CHARS, Scene};
 use super::server::Compositor;
-use crate::sfu::room::{ForwardRequest, ForwardState, StageEntry, TrackCodec};
-use crate::sfu::signal::Source;
+use castyard_proto::signal::Source;
+use castyard_proto::stage::{ForwardRequest, StageEntry, TrackCodec};
 
 /// How often the stage is read and the copies renewed: a guest put on stage appears within it.
 const EVERY: Duration = Duration::from_millis(500);
-const TIMEOUT: Duration = Duration::from_secs(3);
-
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// The decoders one input key needs, from what its participant publishes.
 fn wanted_inputs(stage: &[StageEntry]) -> BTreeMap<String, InputRequest> {
@@ -190,55 +184,27 @@ fn own_address(sfu: &str) -> Option<IpAddr> {
     Some(probe.local_addr().ok()?.ip())
 }
 
-async fn call<T: serde::de::DeserializeOwned>(
-    client: &HttpClient,
-    method: &str,
-    url: &str,
-    body: Option<Vec<u8>>,
-) -> anyhow::Result<T> {
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-    let fetch = async {
-        let resp = client.request(req).await?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        anyhow::ensure!(
-            status.is_success(),
-            "{status}: {}",
-            String::from_utf8_lossy(&bytes)
-        );
-        Ok(serde_json::from_slice(&bytes)?)
-    };
-    tokio::time::timeout(TIMEOUT, fetch)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer in {TIMEOUT:?}"))?
-}
-
-/// Follows the SFU at `sfu` (host:port of its control port) until the task is aborted.
-pub async fn follow(compositor: Compositor, sfu: String) {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+/// Follows the SFU at `sfu` (host:port of its control port) until the task is aborted; `client`
+/// holds the broadcast's control token.
+pub async fn follow(compositor: Compositor, sfu: String, client: WorkerClient) {
     let mut inputs: BTreeMap<String, (InputRequest, InputPorts)> = BTreeMap::new();
     let mut failing = false;
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let stage: Vec<StageEntry> =
-            match call(&client, "GET", &format!("http://{sfu}/stage"), None).await {
-                Ok(s) => s,
-                Err(e) => {
-                    // The SFU may start after us or restart: the last pictures turn into
-                    // placeholders on their own, and everything is picked up again when it answers.
-                    if !failing {
-                        tracing::warn!(%sfu, error = %e, "cannot read the SFU's stage");
-                    }
-                    failing = true;
-                    continue;
+        let stage: Vec<StageEntry> = match client.stage(&sfu).await {
+            Ok(s) => s,
+            Err(e) => {
+                // The SFU may start after us or restart: the last pictures turn into
+                // placeholders on their own, and everything is picked up again when it answers.
+                if !failing {
+                    tracing::warn!(%sfu, error = %e, "cannot read the SFU's stage");
                 }
-            };
+                failing = true;
+                continue;
+            }
+        };
         if failing {
             tracing::info!(%sfu, "following the SFU's stage");
             failing = false;
@@ -270,16 +236,8 @@ pub async fn follow(compositor: Compositor, sfu: String) {
         }
         if let Some(host) = own_address(&sfu) {
             let wants = |key: &str| compositor.take_keyframe_wanted(key);
-            let body =
-                serde_json::to_vec(&forwards(host, &inputs, &wants)).expect("forwards serialize");
-            if let Err(e) = call::<Vec<ForwardState>>(
-                &client,
-                "PUT",
-                &format!("http://{sfu}/forwards"),
-                Some(body),
-            )
-            .await
-            {
+            let wanted = forwards(host, &inputs, &wants);
+            if let Err(e) = client.put_forwards(&sfu, &wanted).await {
                 tracing::warn!(%sfu, error = %e, "the SFU refused our forwards");
             }
         }
@@ -294,7 +252,7 @@ pub async fn follow(compositor: Compositor, sfu: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sfu::room::StageTrack;
+    use castyard_proto::stage::StageTrack;
 
     fn entry(id: &str, publishing: &[Source], tracks: &[(Source, TrackCodec)]) -> StageEntry {
         StageEntry {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::canvas::{Font, Frame, Scaler, Sprite, Yuv};
 use super::layout::{self, Rect};
-use super::scene::{BannerStyle, Brand, Scene, Slate, asset_id};
+use super::scene::{BannerStyle, Brand, Scene, SceneExt as _, Slate, asset_id};
 
 /// What a tile's source has to show right now.
 #[derive(Clone, Debug)]

@@ -22,7 +22,7 @@ use super::input::{CHANNELS, Input, InputPorts, InputRequest, InputStatus, SAMPL
 use super::mix::Limiter;
 use super::outputs::{Library, Outputs, RemuxHandle, spawn_remux};
 use super::paint::{Feed, Painter};
-use super::scene::{Command, Scene};
+use super::scene::{Command, Scene, SceneExt as _};
 use crate::flv::Channel;
 use crate::metrics::CompositorMetrics;
 use crate::remux::{self, Finished};
@@ -43,6 +43,9 @@ pub struct Options {
     pub ffmpeg: PathBuf,
     pub font: PathBuf,
     pub preset: String,
+    /// Where the SFU's RTP copies arrive: the control port's address (loopback embedded, the
+    /// pod's IP in a cluster), never every interface.
+    pub rtp_ip: std::net::IpAddr,
 }
 
 #[derive(Clone)]
@@ -294,7 +297,14 @@ impl Compositor {
         let dir = self.inner.opts.data_dir.join("inputs");
         // The old decoders go first, so that their ports are free for anyone.
         self.inner.inputs.lock().expect("poisoned").remove(key);
-        let input = Input::start(&self.inner.opts.ffmpeg, &dir, key, req, size)?;
+        let input = Input::start(
+            &self.inner.opts.ffmpeg,
+            &dir,
+            key,
+            req,
+            size,
+            self.inner.opts.rtp_ip,
+        )?;
         let ports = input.ports;
         self.inner
             .inputs
@@ -454,11 +464,7 @@ impl Compositor {
 }
 
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
-    (
-        status,
-        Json(serde_json::json!({"error": code, "message": message.to_string()})),
-    )
-        .into_response()
+    (status, Json(castyard_proto::ErrorBody::new(code, message))).into_response()
 }
 
 async fn get_scene(State(c): State<Compositor>) -> Json<Scene> {

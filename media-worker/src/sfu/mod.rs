@@ -7,6 +7,7 @@ pub mod io;
 pub mod layers;
 pub mod room;
 pub mod server;
-pub mod signal;
+/// The signalling protocol lives in `castyard-proto`: the API relays it and the studio speaks it.
+pub use castyard_proto::signal;
 pub mod speaker;
 pub mod tap;

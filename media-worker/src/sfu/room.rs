@@ -85,57 +85,7 @@ impl Participant {
     }
 }
 
-/// One on-stage participant as the compositor sees it.
-#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct StageEntry {
-    pub participant: String,
-    pub name: String,
-    pub publishing: Vec<Source>,
-    pub muted: Vec<Source>,
-    pub speaking: bool,
-    /// Published tracks whose codec is known (a frame arrived): what can be decoded.
-    #[serde(default)]
-    pub tracks: Vec<StageTrack>,
-}
-
-#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct StageTrack {
-    pub source: Source,
-    pub codec: TrackCodec,
-}
-
-#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TrackCodec {
-    Vp8,
-    H264,
-    Opus,
-}
-
-/// The compositor's request for a copy of one on-stage track, as plain RTP to `addr`.
-#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ForwardRequest {
-    pub participant: String,
-    pub source: Source,
-    pub addr: SocketAddr,
-    pub payload_type: u8,
-    /// The receiver needs a keyframe now (its decoder started or lost packets).
-    #[serde(default)]
-    pub keyframe: bool,
-}
-
-/// A forward request and whether it is being served (the participant is on stage and
-/// publishes that source).
-#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ForwardState {
-    #[serde(flatten)]
-    pub request: ForwardRequest,
-    pub active: bool,
-}
+pub use castyard_proto::stage::{ForwardRequest, ForwardState, StageEntry, StageTrack, TrackCodec};
 
 /// At most a camera, microphone, screen and its audio for everyone on stage.
 pub const MAX_FORWARDS: usize = 4 * 11;

@@ -289,7 +289,7 @@ struct SignalQuery {
 fn bad_request(message: String) -> Response {
     (
         StatusCode::BAD_REQUEST,
-        Json(serde_json::json!({"code": "bad_request", "message": message})),
+        Json(castyard_proto::ErrorBody::new("bad_request", message)),
     )
         .into_response()
 }

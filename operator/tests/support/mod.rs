@@ -25,6 +25,21 @@ fn python() -> PathBuf {
     venv
 }
 
+/// The control-token Secret the API writes beside each Broadcast, which the operator requires.
+pub fn control_token_secret(broadcast: &str) -> k8s_openapi::api::core::v1::Secret {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": format!("{broadcast}-control"), "namespace": "default"},
+        // `data`, as the API server stores it (an emulator need not turn stringData into it).
+        "data": {"token": base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{broadcast}-token-0123456789abcdefghijklmnopqrstuvwxyz"),
+        )},
+    }))
+    .expect("a Secret")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

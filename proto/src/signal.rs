@@ -10,6 +10,7 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Camera, microphone, screen and its audio: a peer declares at most this many sources.
 const MAX_SOURCES: usize = 8;
 
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "camelCase")]
 pub enum Role {
@@ -27,6 +28,7 @@ impl Role {
 }
 
 /// What a published track carries.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "camelCase")]
 pub enum Source {
@@ -37,6 +39,7 @@ pub enum Source {
 }
 
 /// Who a connection is: set by the API, which authenticated the user, never by the browser.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub participant: String,
@@ -45,6 +48,7 @@ pub struct Identity {
 }
 
 /// What a participant sends.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Deserialize, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum ClientMessage {
@@ -125,6 +129,7 @@ pub fn parse(text: &str) -> Result<ClientMessage, SignalError> {
     Ok(msg)
 }
 
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantInfo {
@@ -137,6 +142,7 @@ pub struct ParticipantInfo {
 }
 
 /// One track a participant receives: which mid carries whose what.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackInfo {
@@ -145,6 +151,7 @@ pub struct TrackInfo {
     pub source: Source,
 }
 
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantStats {
@@ -157,6 +164,7 @@ pub struct ParticipantStats {
 }
 
 /// What the SFU sends.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum ServerMessage {
