@@ -13,12 +13,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use castyard_crd::{CompositorConfig, DestinationStatus};
-use serde::Serialize;
+use castyard_crd::CompositorConfig;
 
 use super::canvas::{Font, Frame, Scaler};
 use super::encode::{Clock, Encoder, Settings};
-use super::input::{CHANNELS, Input, InputPorts, InputRequest, InputStatus, SAMPLE_RATE};
+use super::input::{CHANNELS, Input, InputPorts, InputRequest, SAMPLE_RATE};
 use super::mix::Limiter;
 use super::outputs::{Library, Outputs, RemuxHandle, spawn_remux};
 use super::paint::{Feed, Painter};
@@ -71,18 +70,8 @@ struct Inner {
     spec_layout: Mutex<castyard_crd::Layout>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    pub destinations: Vec<DestinationStatus>,
-    pub frames: u64,
-    pub media_ms: u32,
-    pub encoder_restarts: u64,
-    pub recording: Option<PathBuf>,
-    pub hls: Option<PathBuf>,
-    /// Each decoding source by its tile id.
-    pub inputs: std::collections::BTreeMap<String, InputStatus>,
-}
+/// What `/status` answers: the wire type, so the operator and the API read exactly this.
+pub use castyard_proto::status::CompositorStatus as Status;
 
 fn path(slot: &Mutex<Option<RemuxHandle>>) -> Option<PathBuf> {
     slot.lock()
