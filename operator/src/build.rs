@@ -297,6 +297,25 @@ fn base_container(
     }
 }
 
+/// A Secret's `token` alone, readable by the worker only.
+fn token_volume(volume: &str, secret: &str) -> Volume {
+    let key = castyard_proto::token::SECRET_KEY;
+    Volume {
+        name: volume.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            items: Some(vec![KeyToPath {
+                key: key.into(),
+                path: key.into(),
+                mode: None,
+            }]),
+            default_mode: Some(0o400),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn pod_spec(
     name: &str,
     broadcast: &str,
@@ -304,21 +323,10 @@ fn pod_spec(
     cfg: &OperatorConfig,
     extra_volumes: Vec<Volume>,
 ) -> PodSpec {
-    use castyard_proto::token::{SECRET_KEY, secret_name};
-    let metrics = cfg.worker_metrics_secret.as_ref().map(|secret| Volume {
-        name: METRICS_VOLUME.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.clone()),
-            items: Some(vec![KeyToPath {
-                key: SECRET_KEY.into(),
-                path: SECRET_KEY.into(),
-                mode: None,
-            }]),
-            default_mode: Some(0o400),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let metrics = cfg
+        .worker_metrics_secret
+        .as_ref()
+        .map(|secret| token_volume(METRICS_VOLUME, secret));
     let mut volumes = vec![
         Volume {
             name: "config".into(),
@@ -329,20 +337,10 @@ fn pod_spec(
             ..Default::default()
         },
         // The broadcast's control token, which every control request must carry.
-        Volume {
-            name: CONTROL_VOLUME.into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret_name(broadcast)),
-                items: Some(vec![KeyToPath {
-                    key: SECRET_KEY.into(),
-                    path: SECRET_KEY.into(),
-                    mode: None,
-                }]),
-                default_mode: Some(0o400),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        token_volume(
+            CONTROL_VOLUME,
+            &castyard_proto::token::secret_name(broadcast),
+        ),
     ];
     volumes.extend(metrics);
     volumes.extend(extra_volumes);
