@@ -5,7 +5,8 @@ export CASTYARD_TEST_POSTGRES
 
 .PHONY: up test web-test deps run-deps release web lint crds openapi chart check-chart bench
 
-## Install what is missing, build, and run the embedded server (API + studio + SQLite).
+## Install what is missing (Node.js, FFmpeg, the studio's packages), build, and run the
+## embedded server (API + studio + SQLite + media workers).
 up: run-deps
 	$(MAKE) release BIN="castyard castyard-media-worker"
 	./target/release/castyard up
@@ -40,6 +41,10 @@ run-deps:
 	@command -v cargo >/dev/null || { echo "Rust (cargo) is required: https://rustup.rs"; exit 1; }
 	@command -v npm >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
 		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q nodejs npm; }
+	@command -v ffmpeg >/dev/null || { command -v apt-get >/dev/null && \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q --no-install-recommends ffmpeg; } || \
+		echo "FFmpeg (with libx264 and AAC) is needed to go live: install it, or set CASTYARD_FFMPEG"
 	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' || \
 		{ echo "The web studio needs Node.js 20.19 or newer (found $$(node --version))"; exit 1; }
 	@[ -f frontend/node_modules/.package-lock.json ] && [ frontend/node_modules/.package-lock.json -nt frontend/package-lock.json ] || \

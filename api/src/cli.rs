@@ -1,7 +1,7 @@
 //! The `castyard` command line: `up` (embedded), `api` (cluster), and the server start-up both share.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -77,6 +77,9 @@ pub struct UpArgs {
     /// Run without the RTMP ingest.
     #[arg(long, env = "CASTYARD_NO_RTMP_INGEST")]
     pub no_rtmp_ingest: bool,
+    /// The FFmpeg the compositors encode with; checked at start.
+    #[arg(long, env = "CASTYARD_FFMPEG", default_value = "ffmpeg")]
+    pub ffmpeg: PathBuf,
     /// The IP browsers send studio media (UDP) to. Defaults to this machine's address on its
     /// default route: browsers will not send WebRTC media to 127.0.0.1.
     #[arg(long, env = "CASTYARD_MEDIA_IP")]
@@ -86,9 +89,18 @@ pub struct UpArgs {
 }
 
 /// Runs the RTMP ingest on `listener` for this server's broadcasts.
-fn start_ingest(state: &AppState, listener: tokio::net::TcpListener, data_dir: &std::path::Path) {
+fn start_ingest(
+    state: &AppState,
+    listener: tokio::net::TcpListener,
+    data_dir: &std::path::Path,
+    ffmpeg: &std::path::Path,
+) {
+    let config = castyard_media_worker::ingest::IngestConfig {
+        ffmpeg: ffmpeg.to_owned(),
+        ..castyard_media_worker::ingest::IngestConfig::new(data_dir)
+    };
     let ingest = castyard_media_worker::ingest::Ingest::new(
-        castyard_media_worker::ingest::IngestConfig::new(data_dir),
+        config,
         Arc::new(crate::ingest::Hooks(state.clone())),
         state.metrics.ingest.clone(),
     );
@@ -254,8 +266,21 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     local.media_ip = Some(media_ip.to_string());
     // Brand pictures the host uploads are drawn by the compositors straight from the uploads.
     local.assets_dir = Some(data_dir.join("uploads"));
+    local.ffmpeg = Some(args.ffmpeg.clone());
+    local.log_json = args.common.log_json;
     let workers = Arc::new(LocalBackend::new(local));
     let mut s = settings(Mode::Embedded, data_dir.clone(), args.listen, &args.common);
+    // Without a working FFmpeg the studio still works; going live is refused with this line.
+    let ffmpeg = args.ffmpeg.clone();
+    match tokio::task::spawn_blocking(move || castyard_media_worker::preflight::check(&ffmpeg))
+        .await?
+    {
+        Ok(found) => tracing::info!(version = %found.version, "FFmpeg can encode the show"),
+        Err(why) => {
+            tracing::warn!("{why} (the studio works; going live is refused until this is fixed)");
+            s.cannot_go_live = Some(why);
+        }
+    }
     let rtmp = if args.no_rtmp_ingest {
         None
     } else {
@@ -267,7 +292,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let backend = Arc::new(EmbeddedBackend::with_workers(workers.clone()));
     let state = AppState::new(db, s, &master, hub, backend);
     if let Some(listener) = rtmp {
-        start_ingest(&state, listener, &data_dir);
+        start_ingest(&state, listener, &data_dir, &args.ffmpeg);
     }
     // Workers died with the last run (their parent-death signal): start what should run.
     let resumed = crate::routes::broadcasts::resync(&state)
@@ -340,7 +365,7 @@ async fn cluster_api(args: ApiArgs) -> anyhow::Result<()> {
     };
     let state = AppState::new(db, s, &master, hub, backend);
     if let Some(listener) = rtmp {
-        start_ingest(&state, listener, &args.data_dir);
+        start_ingest(&state, listener, &args.data_dir, Path::new("ffmpeg"));
     }
     let ingest = state.ingest.get().cloned();
     // Compositor pods write recordings to the media volume when the chart shares one.

@@ -52,6 +52,8 @@ pub struct Settings {
     pub ingest_url: Option<String>,
     /// Names this process in cross-replica messages (viewer counts).
     pub replica_id: String,
+    /// Why this server cannot go live (its FFmpeg preflight failed), told to whoever tries.
+    pub cannot_go_live: Option<String>,
 }
 
 impl Settings {
@@ -78,6 +80,7 @@ impl Settings {
             rtmp_probe_timeout: Duration::from_secs(10),
             ingest_url: None,
             replica_id: crate::db::new_id(),
+            cannot_go_live: None,
         }
     }
 

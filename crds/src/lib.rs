@@ -34,6 +34,7 @@ pub const MAX_DESTINATIONS: usize = 10;
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Live","type":"integer","description":"Destinations receiving the show","jsonPath":".status.liveDestinations"}"#,
     printcolumn = r#"{"name":"Guests","type":"integer","jsonPath":".status.guests"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","description":"What is wrong, when something is","jsonPath":".status.message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -246,6 +247,10 @@ pub struct BroadcastStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// What is wrong, when something is: the first failing condition as `Reason: message`
+    /// (`kubectl get broadcasts` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -152,7 +152,7 @@ fn status_subresource_and_printer_columns() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(cols, ["Phase", "Live", "Guests", "Age"]);
+    assert_eq!(cols, ["Phase", "Live", "Guests", "Message", "Age"]);
     assert_eq!(crd["spec"]["scope"], "Namespaced");
     assert_eq!(crd["metadata"]["name"], "broadcasts.castyard.dev");
 }

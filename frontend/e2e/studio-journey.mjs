@@ -60,6 +60,22 @@ try {
   const masked = await host.getByLabel("Stream key (masked)").innerText();
   if (masked.includes("journey-key-1")) throw new Error(`the key is shown: ${masked}`);
   seen.maskedKey = masked;
+  step("a signed-out visitor sees no console error on any page");
+  {
+    const visitor = await (await browser.newContext()).newPage();
+    const errors = [];
+    visitor.on("console", (m) => m.type() === "error" && errors.push(`${visitor.url()}: ${m.text().slice(0, 200)}`));
+    visitor.on("pageerror", (e) => errors.push(`${visitor.url()}: ${String(e).slice(0, 200)}`));
+    const paths = ["/", "/signin", "/signup", "/broadcasts", "/library", `/broadcasts/${id}`, `/studio/${id}`, `/join/${id}`, `/watch/${id}`, "/no-such-page"];
+    for (const path of paths) {
+      await visitor.goto(`${base}${path}`);
+      await visitor.waitForLoadState("networkidle");
+    }
+    seen.signedOutPages = paths.length;
+    if (errors.length) throw new Error(`console errors signed out: ${JSON.stringify(errors)}`);
+    await visitor.context().close();
+  }
+
   await host.getByLabel("Record the show").check();
   await host.getByLabel("Low-latency watch page").check();
   await host.getByRole("button", { name: "Save" }).click();
@@ -294,6 +310,8 @@ try {
   await guest.getByRole("region", { name: "Studio chat" }).getByText("30 seconds to the break").waitFor();
   if ((await viewerChat.getByText("30 seconds to the break").count()) > 0) throw new Error("studio chat leaked to viewers");
   seen.chat = true;
+  // From the top, as a host first sees it (the steps above scrolled down to the controls).
+  await host.evaluate(() => window.scrollTo(0, 0));
   await host.screenshot({ path: `${shots}/studio.png` });
   await viewer.screenshot({ path: `${shots}/watch.png` });
 

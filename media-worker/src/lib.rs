@@ -8,6 +8,7 @@ pub mod flv;
 pub mod ingest;
 pub mod llhls;
 pub mod metrics;
+pub mod preflight;
 pub mod remux;
 pub mod rtmp_out;
 pub mod sfu;

@@ -7,6 +7,7 @@ use castyard_crd::{CompositorConfig, SfuConfig};
 use castyard_media_worker::compositor::server::{Compositor, Options as CompositorOptions};
 use castyard_media_worker::control_auth::{Access, protect};
 use castyard_media_worker::sfu::server::{Sfu, SfuOptions};
+use castyard_proto::termination::{Termination, reason};
 use castyard_proto::{ControlToken, WorkerClient};
 use clap::{Args, Parser, Subcommand};
 
@@ -49,16 +50,22 @@ struct Common {
     control_bind: Option<IpAddr>,
     #[arg(long, env = "CASTYARD_POD_IP", hide = true)]
     pod_ip: Option<IpAddr>,
+    /// Where to leave why the worker stopped, as one JSON line (`{"reason","message"}`): the
+    /// pod's terminationMessagePath in a cluster, a file the local backend reads embedded.
+    #[arg(long, env = "CASTYARD_TERMINATION_LOG")]
+    termination_log: Option<PathBuf>,
 }
 
 impl Common {
     fn access(&self) -> anyhow::Result<Access> {
-        let control = ControlToken::from_file(&self.control_token_file)?;
+        let control = ControlToken::from_file(&self.control_token_file)
+            .map_err(fatal(reason::CONTROL_TOKEN_MISSING))?;
         let metrics = self
             .metrics_token_file
             .as_deref()
             .map(ControlToken::from_file)
-            .transpose()?;
+            .transpose()
+            .map_err(fatal(reason::CONTROL_TOKEN_MISSING))?;
         Ok(Access { control, metrics })
     }
 
@@ -102,13 +109,21 @@ struct SfuArgs {
     advertise_port: Option<u16>,
 }
 
+/// Text for people, colored only on a terminal; JSON lines (CASTYARD_LOG_JSON, which
+/// `castyard up --log-json` sets) for collectors.
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,str0m=warn,dimpl=warn"));
-    let _ = tracing_subscriber::fmt()
+    let json = std::env::var("CASTYARD_LOG_JSON").is_ok_and(|v| v == "true" || v == "1");
+    let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = if json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
 }
 
 #[global_allocator]
@@ -117,23 +132,53 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logs();
-    let result = match cli.role {
-        Role::Sfu(args) => run_sfu(args),
-        Role::Compositor(args) => run_compositor(args),
+    let (result, termination_log) = match cli.role {
+        Role::Sfu(args) => {
+            let log = args.common.termination_log.clone();
+            (run_sfu(args), log)
+        }
+        Role::Compositor(args) => {
+            let log = args.common.termination_log.clone();
+            (run_compositor(args), log)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("castyard-media-worker: {e:#}");
+            let why = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<Termination>())
+                .cloned()
+                .unwrap_or_else(|| Termination::new(reason::WORKER_ERROR, format!("{e:#}")));
+            if let Some(path) = termination_log
+                && let Err(w) = why.write(&path)
+            {
+                eprintln!(
+                    "castyard-media-worker: cannot write {}: {w}",
+                    path.display()
+                );
+            }
             std::process::ExitCode::from(2)
         }
     }
 }
 
+/// Tags an error with the reason its supervisor reports (see `castyard_proto::termination`).
+fn fatal<E: Into<anyhow::Error>>(reason: &'static str) -> impl FnOnce(E) -> anyhow::Error {
+    move |e| {
+        let e = e.into();
+        anyhow::Error::new(Termination::new(reason, format!("{e:#}")))
+    }
+}
+
 fn read_config<T: serde::de::DeserializeOwned>(path: &PathBuf) -> anyhow::Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .map_err(fatal(reason::CONFIG_INVALID))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid config", path.display()))
+        .map_err(fatal(reason::CONFIG_INVALID))
 }
 
 fn run_sfu(args: SfuArgs) -> anyhow::Result<()> {
@@ -154,11 +199,14 @@ fn run_sfu(args: SfuArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let sfu = Sfu::start(opts).context("cannot bind the media port")?;
+        let sfu = Sfu::start(opts)
+            .context("cannot bind the media port")
+            .map_err(fatal(reason::PORT_UNAVAILABLE))?;
         let control = SocketAddr::new(args.common.bind_ip(), config.signalling_port);
         let listener = tokio::net::TcpListener::bind(control)
             .await
-            .with_context(|| format!("cannot bind the signalling port {control}"))?;
+            .with_context(|| format!("cannot bind the signalling port {control}"))
+            .map_err(fatal(reason::PORT_UNAVAILABLE))?;
         tracing::info!(%control, broadcast = %config.broadcast, "SFU ready");
         tokio::spawn(follow_config(
             args.common.config.clone(),
@@ -181,6 +229,11 @@ fn run_sfu(args: SfuArgs) -> anyhow::Result<()> {
 fn run_compositor(args: CompositorArgs) -> anyhow::Result<()> {
     let config: CompositorConfig = read_config(&args.common.config)?;
     let access = args.common.access()?;
+    // Checked before anything starts: a missing encoder is one clear line, not a show that
+    // restarts its encoder forever.
+    let ffmpeg = castyard_media_worker::preflight::check(&args.ffmpeg)
+        .map_err(|e| Termination::new(reason::ENCODER_UNAVAILABLE, e))?;
+    tracing::info!(version = %ffmpeg.version, "FFmpeg can encode the show");
     let bind = args.common.bind_ip();
     let opts = CompositorOptions {
         config: config.clone(),
@@ -203,7 +256,8 @@ fn run_compositor(args: CompositorArgs) -> anyhow::Result<()> {
         let control = SocketAddr::new(bind, config.control_port);
         let listener = tokio::net::TcpListener::bind(control)
             .await
-            .with_context(|| format!("cannot bind the control port {control}"))?;
+            .with_context(|| format!("cannot bind the control port {control}"))
+            .map_err(fatal(reason::PORT_UNAVAILABLE))?;
         let compositor = Compositor::start(opts)?;
         tracing::info!(%control, broadcast = %config.broadcast, "compositor ready");
         let follow = {

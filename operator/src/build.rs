@@ -261,7 +261,13 @@ fn base_container(
             // A path, never the token: args, env and the CR are readable by more than the pod.
             "--control-token-file".into(),
             castyard_proto::token::DEFAULT_FILE.into(),
+            // Why it stopped, for the pod's status and from there the Broadcast's conditions;
+            // a panic or an OOM kill leaves its log tail there instead.
+            "--termination-log".into(),
+            castyard_proto::termination::KUBERNETES_PATH.into(),
         ]),
+        termination_message_path: Some(castyard_proto::termination::KUBERNETES_PATH.into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         env: Some(vec![
             field_env("CASTYARD_POD_IP", "status.podIP"),
             field_env("CASTYARD_NODE_IP", "status.hostIP"),

@@ -348,12 +348,17 @@ async fn announce(
     if before == status.phase {
         return;
     }
-    let type_ = if status.phase == Some(Phase::Failed) {
-        EventType::Warning
+    // A failure is told by its cause: `EncoderUnavailable: ffmpeg not found…`, not "Failed".
+    if status.phase == Some(Phase::Failed) {
+        let (reason, note) = status
+            .message
+            .as_deref()
+            .and_then(|m| m.split_once(": "))
+            .unwrap_or((reason, note));
+        publish_event(ctx, b, EventType::Warning, reason, note).await;
     } else {
-        EventType::Normal
-    };
-    publish_event(ctx, b, type_, reason, note).await;
+        publish_event(ctx, b, EventType::Normal, reason, note).await;
+    }
 }
 
 /// Events are best-effort: failing to write one is logged.
@@ -454,6 +459,7 @@ fn invalid_status(b: &Broadcast, problem: &str) -> BroadcastStatus {
         }
         None => status.conditions.push(condition),
     }
+    status.message = Some(format!("InvalidSpec: {problem}"));
     status
 }
 

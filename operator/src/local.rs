@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use castyard_crd::workloads::{CompositorConfig, SfuConfig};
 use castyard_crd::{Broadcast, BroadcastStatus, DesiredWorkloads};
+use castyard_proto::termination::Termination;
 use castyard_proto::{ControlToken, WorkerClient};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::watch;
@@ -46,6 +47,11 @@ pub struct LocalConfig {
     pub assets_dir: Option<PathBuf>,
     /// What workers advertise as their pod and node IP.
     pub advertise_ip: String,
+    /// The FFmpeg compositors encode with (CASTYARD_FFMPEG), when not the one on PATH.
+    pub ffmpeg: Option<PathBuf>,
+    /// How the workers' output reaches ours: text lines prefixed `<role> <broadcast>`, or one
+    /// JSON object a line with `role` and `broadcast` fields.
+    pub log_json: bool,
     /// The IP the SFU tells browsers to send media to (CASTYARD_ADVERTISE_IP), when it is not
     /// `advertise_ip`: browsers will not send WebRTC media to a loopback address.
     pub media_ip: Option<String>,
@@ -67,6 +73,8 @@ impl LocalConfig {
             assets_dir: None,
             root,
             advertise_ip: "127.0.0.1".into(),
+            ffmpeg: None,
+            log_json: false,
             media_ip: None,
             stop_grace: Duration::from_secs(60),
             backoff_min: Duration::from_secs(1),
@@ -84,6 +92,8 @@ pub struct WorkerState {
     pub last_exit: Option<String>,
     /// Exited, and waiting out the backoff before the next start.
     pub backing_off: bool,
+    /// Why the last run stopped, in the worker's own words (its termination log).
+    pub last_termination: Option<Termination>,
 }
 
 struct Worker {
@@ -246,10 +256,18 @@ impl LocalBackend {
                 Some((port, client, state)) => Some(PodObservation {
                     ready: state.pid.is_some() && client.ready(&local(port)).await,
                     failed: state.backing_off,
+                    reason: state
+                        .backing_off
+                        .then(|| state.last_termination.as_ref().map(|t| t.reason.clone()))
+                        .flatten(),
                     message: state.backing_off.then(|| {
+                        let exit = state.last_exit.clone().unwrap_or_default();
+                        let why = match &state.last_termination {
+                            Some(t) => format!("{} ({exit})", t.message),
+                            None => exit,
+                        };
                         format!(
-                            "CrashLoopBackOff: {}, restarted {} times",
-                            state.last_exit.clone().unwrap_or_default(),
+                            "{why}; restarted {} times, backing off before the next try",
                             state.restarts
                         )
                     }),
@@ -318,6 +336,8 @@ impl LocalBackend {
             // Only the API and the other worker, both on this machine, call a control port.
             "--control-bind".into(),
             "127.0.0.1".into(),
+            "--termination-log".into(),
+            termination_log(dir, role).display().to_string(),
         ];
         if role == Role::Compositor {
             let broadcast = dir.file_name().unwrap_or_default();
@@ -330,7 +350,18 @@ impl LocalBackend {
         }
         let launch = Launch {
             program: self.cfg.program.clone(),
+            termination_log: termination_log(dir, role),
+            speaker: Speaker {
+                role: role.as_str(),
+                broadcast: dir
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                json: self.cfg.log_json,
+            },
             args,
+            ffmpeg: self.cfg.ffmpeg.clone(),
             ip: self.cfg.advertise_ip.clone(),
             media_ip: self.cfg.media_ip.clone(),
         };
@@ -358,9 +389,76 @@ impl LocalBackend {
     }
 }
 
+/// Beside the role's config: gone with it when the role stops.
+fn termination_log(dir: &Path, role: Role) -> PathBuf {
+    dir.join(role.as_str()).join("termination-log")
+}
+
+/// Who a line of worker output came from, and how to pass it on.
+#[derive(Clone)]
+struct Speaker {
+    role: &'static str,
+    broadcast: String,
+    json: bool,
+}
+
+impl Speaker {
+    /// One line as it goes to our stderr. Escape codes are dropped unless a terminal reads
+    /// us: a log file or collector would keep them as noise.
+    fn render(&self, line: &str, terminal: bool) -> String {
+        if self.json {
+            let mut object = match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(serde_json::Value::Object(o)) => o,
+                // A line that is not tracing's JSON (a panic, a plain eprintln) is wrapped in
+                // the same shape.
+                _ => {
+                    let text = strip_ansi_escapes::strip_str(line);
+                    let mut o = serde_json::Map::new();
+                    o.insert(
+                        "timestamp".into(),
+                        k8s_openapi::jiff::Timestamp::now().to_string().into(),
+                    );
+                    o.insert("level".into(), "INFO".into());
+                    o.insert("fields".into(), serde_json::json!({ "message": text }));
+                    o
+                }
+            };
+            object.insert("role".into(), self.role.into());
+            object.insert("broadcast".into(), self.broadcast.clone().into());
+            serde_json::Value::Object(object).to_string()
+        } else if terminal {
+            format!("{} {} {line}", self.role, self.broadcast)
+        } else {
+            let line = strip_ansi_escapes::strip_str(line);
+            format!("{} {} {line}", self.role, self.broadcast)
+        }
+    }
+
+    /// Copies `from` to our stderr a whole line at a time, so two workers never interleave
+    /// within a line.
+    fn forward(self, from: impl tokio::io::AsyncRead + Unpin + Send + 'static) {
+        use std::io::IsTerminal as _;
+        use tokio::io::AsyncBufReadExt as _;
+        tokio::spawn(async move {
+            let terminal = std::io::stderr().is_terminal();
+            let mut reader = tokio::io::BufReader::new(from);
+            let mut buf = Vec::new();
+            while matches!(reader.read_until(b'\n', &mut buf).await, Ok(n) if n > 0) {
+                let line = String::from_utf8_lossy(&buf);
+                let out = self.render(line.trim_end_matches(['\r', '\n']), terminal);
+                let _ = writeln!(std::io::stderr().lock(), "{out}");
+                buf.clear();
+            }
+        });
+    }
+}
+
 struct Launch {
     program: PathBuf,
+    termination_log: PathBuf,
+    speaker: Speaker,
     args: Vec<String>,
+    ffmpeg: Option<PathBuf>,
     ip: String,
     media_ip: Option<String>,
 }
@@ -377,6 +475,13 @@ impl Launch {
             // Its own process group: a terminal's Ctrl-C reaches castyard, which stops the
             // workers in order (the compositor finalizes its outputs) instead of all at once.
             .process_group(0);
+        if let Some(ffmpeg) = &self.ffmpeg {
+            cmd.env("CASTYARD_FFMPEG", ffmpeg);
+        }
+        if self.speaker.json {
+            cmd.env("CASTYARD_LOG_JSON", "true");
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         if let Some(ip) = &self.media_ip {
             cmd.env("CASTYARD_ADVERTISE_IP", ip);
         }
@@ -419,9 +524,17 @@ async fn supervise(
             return;
         }
         let started = Instant::now();
+        // A message left by an earlier run must not explain this one.
+        let _ = std::fs::remove_file(&launch.termination_log);
         let exit = match launch.command().spawn() {
             Ok(mut child) => {
                 let pid = child.id();
+                if let Some(out) = child.stdout.take() {
+                    launch.speaker.clone().forward(out);
+                }
+                if let Some(err) = child.stderr.take() {
+                    launch.speaker.clone().forward(err);
+                }
                 set(&state, |s| {
                     s.pid = pid;
                     s.backing_off = false;
@@ -442,11 +555,14 @@ async fn supervise(
             delays = backoff();
         }
         let delay = delays.next().unwrap_or(cfg.backoff_max);
-        tracing::warn!(args = ?launch.args, %exit, ?delay, "worker exited; restarting after backoff");
+        let why = Termination::take(&launch.termination_log);
+        let reason = why.as_ref().map(|t| t.reason.as_str());
+        tracing::warn!(args = ?launch.args, %exit, reason, ?delay, "worker exited; restarting after backoff");
         set(&state, |s| {
             s.pid = None;
             s.restarts += 1;
             s.last_exit = Some(exit.clone());
+            s.last_termination = why;
             s.backing_off = true;
         });
         tokio::select! {

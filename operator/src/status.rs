@@ -4,6 +4,7 @@
 use castyard_crd::{
     Broadcast, BroadcastStatus, DesiredState, DestinationState, Phase, desired_workloads,
 };
+use castyard_proto::termination::Termination;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -13,6 +14,8 @@ pub struct PodObservation {
     pub ready: bool,
     /// The pod has failed, or its container is crash-looping.
     pub failed: bool,
+    /// Why, when the worker said (its termination message): the condition's reason.
+    pub reason: Option<String>,
     pub message: Option<String>,
 }
 
@@ -39,18 +42,37 @@ impl PodObservation {
                 )
             });
         let failed = status.and_then(|s| s.phase.as_deref()) == Some("Failed") || waiting.is_some();
-        let message = waiting
-            .map(|w| {
-                format!(
-                    "{}: {}",
-                    w.reason.clone().unwrap_or_default(),
-                    w.message.clone().unwrap_or_default()
-                )
+        // What the worker left in its termination log, from the run that just ended (a
+        // crash-looping container is waiting; its last run is in lastState).
+        let said = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let terminated = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+                let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+                Termination::parse(terminated.or(last)?.message.as_deref()?)
             })
-            .or_else(|| status.and_then(|s| s.message.clone()));
+            .next();
+        let message = match (waiting, &said) {
+            (Some(w), Some(t)) => Some(format!(
+                "{} ({}: {})",
+                t.message,
+                w.reason.clone().unwrap_or_default(),
+                w.message.clone().unwrap_or_default()
+            )),
+            (Some(w), None) => Some(format!(
+                "{}: {}",
+                w.reason.clone().unwrap_or_default(),
+                w.message.clone().unwrap_or_default()
+            )),
+            (None, Some(t)) if failed => Some(t.message.clone()),
+            _ => status.and_then(|s| s.message.clone()),
+        };
         Self {
             ready,
             failed,
+            reason: said.filter(|_| failed).map(|t| t.reason),
             message,
         }
     }
@@ -113,7 +135,7 @@ pub fn compute(b: &Broadcast, observed: &Observed, now: &Time) -> BroadcastStatu
                 ),
                 (true, Some(p)) if p.failed => (
                     false,
-                    "Failed".into(),
+                    p.reason.clone().unwrap_or_else(|| "Failed".into()),
                     p.message
                         .clone()
                         .unwrap_or_else(|| format!("{kind} pod failed")),
@@ -199,17 +221,27 @@ pub fn compute(b: &Broadcast, observed: &Observed, now: &Time) -> BroadcastStatu
         }
     };
     let tf = |ok: bool| if ok { "True" } else { "False" };
+    let conditions = vec![
+        condition(SFU_READY, tf(sfu_ok), sfu_reason, sfu_msg),
+        condition(COMPOSITOR_READY, tf(comp_ok), comp_reason, comp_msg),
+        condition(DESTINATIONS_HEALTHY, dest_status, dest_reason, dest_msg),
+    ];
+    let message = failing(&conditions).map(|c| format!("{}: {}", c.reason, c.message));
     BroadcastStatus {
         phase: Some(phase),
         observed_generation: generation,
-        conditions: vec![
-            condition(SFU_READY, tf(sfu_ok), sfu_reason, sfu_msg),
-            condition(COMPOSITOR_READY, tf(comp_ok), comp_reason, comp_msg),
-            condition(DESTINATIONS_HEALTHY, dest_status, dest_reason, dest_msg),
-        ],
+        conditions,
+        message,
         live_destinations: Some(live_dests as i32),
         ..prev
     }
+}
+
+/// The first condition that says something is wrong, as opposed to not done yet.
+fn failing(conditions: &[Condition]) -> Option<&Condition> {
+    conditions.iter().find(|c| {
+        c.status == "False" && !matches!(c.reason.as_str(), "Creating" | "NotReady" | "NotRequired")
+    })
 }
 
 #[cfg(test)]

@@ -755,3 +755,75 @@ async fn a_broadcast_without_its_control_token_waits_and_says_how_to_make_one() 
         .expect("an invalid broadcast is a status, not an error");
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_compositor_that_cannot_encode_says_why_in_the_status_and_a_warning_event() {
+    let (ctx, mut api) = setup();
+    let b = finalized(
+        Broadcast::test()
+            .live()
+            .with_destination("yt", "rtmp://a.rtmp.youtube.com/live2"),
+    );
+    let server = tokio::spawn(async move {
+        live_config_and_services(&mut api).await;
+        let (_, send) = api
+            .expect(Method::PATCH, &format!("{NS}/pods/show-sfu"))
+            .await;
+        ok(send, ready_pod("show-sfu"));
+        let (compositor, send) = api
+            .expect(Method::PATCH, &format!("{NS}/pods/show-compositor"))
+            .await;
+        // The worker leaves why it stopped where the kubelet copies it into the pod status.
+        let c = &compositor["spec"]["containers"][0];
+        assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(c["terminationMessagePolicy"], "FallbackToLogsOnError");
+        assert!(
+            c["args"]
+                .to_string()
+                .contains(r#""--termination-log","/dev/termination-log""#)
+        );
+        // What the kubelet reports for a compositor whose FFmpeg is missing.
+        let said = r#"{"reason":"EncoderUnavailable","message":"ffmpeg not found on PATH: apt-get install ffmpeg, or set CASTYARD_FFMPEG"}"#;
+        ok(
+            send,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "show-compositor"},
+                   "status": {"phase": "Running", "containerStatuses": [{
+                       "name": "compositor", "ready": false, "restartCount": 4, "image": "castyard", "imageID": "",
+                       "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1m20s restarting failed container"}},
+                       "lastState": {"terminated": {"exitCode": 2, "reason": "Error", "message": said}}}]}}),
+        );
+        let (status, send) = api.expect(Method::PATCH, &format!("{BC}/status")).await;
+        let s = &status["status"];
+        assert_eq!(s["phase"], "Failed", "{status}");
+        let cond = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "CompositorReady")
+            .unwrap();
+        assert_eq!(cond["status"], "False");
+        assert_eq!(cond["reason"], "EncoderUnavailable");
+        let message = cond["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("ffmpeg not found on PATH: apt-get install ffmpeg")
+                && message.contains("back-off 1m20s"),
+            "{message}"
+        );
+        assert_eq!(s["message"], format!("EncoderUnavailable: {message}"));
+        ok(send, serde_json::to_value(Broadcast::test()).unwrap());
+        // The Warning Event names the cause, not just "Failed".
+        let ev = api
+            .echo(
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/default/events",
+            )
+            .await;
+        assert_eq!(
+            (ev["type"].as_str(), ev["reason"].as_str()),
+            (Some("Warning"), Some("EncoderUnavailable"))
+        );
+        assert_eq!(ev["note"], message);
+    });
+    reconcile(b, ctx).await.expect("reconcile");
+    server.await.unwrap();
+}

@@ -11,6 +11,7 @@ pub mod scene;
 pub mod signal;
 pub mod stage;
 pub mod status;
+pub mod termination;
 pub mod token;
 
 pub use client::{CallError, WorkerClient};

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::{Json, extract::State};
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
@@ -262,13 +262,15 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// Trade the refresh cookie for a new access token (and a rotated cookie).
+/// Without a cookie the visitor is simply signed out: an ordinary answer (204), not an error
+/// in every signed-out browser's console. A cookie that no longer works is refused (401).
 #[utoipa::path(post, path = "/refresh", tag = "auth",
-    responses((status = 200, body = AuthResponse), (status = 401, body = ErrorBody)))]
-async fn refresh(State(state): State<AppState>, jar: CookieJar) -> Result<impl IntoResponse> {
-    let token = jar
-        .get(REFRESH_COOKIE)
-        .map(|c| c.value().to_owned())
-        .ok_or(Error::Unauthorized("no session"))?;
+    responses((status = 200, body = AuthResponse), (status = 204, description = "no session: the visitor is signed out"),
+              (status = 401, body = ErrorBody)))]
+async fn refresh(State(state): State<AppState>, jar: CookieJar) -> Result<Response> {
+    let Some(token) = jar.get(REFRESH_COOKIE).map(|c| c.value().to_owned()) else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
     let hash = crypto::token_hash(&token);
     // Rotation: the old refresh token is spent whether or not it was still valid.
     let row =
@@ -282,7 +284,7 @@ async fn refresh(State(state): State<AppState>, jar: CookieJar) -> Result<impl I
         return Err(Error::Unauthorized("session has expired"));
     }
     let user = load_user(&state, &row.try_get::<String, _>("user_id")?).await?;
-    session(&state, jar, user).await
+    Ok(session(&state, jar, user).await?.into_response())
 }
 
 /// End the session behind the refresh cookie.

@@ -56,7 +56,7 @@ pub struct IngestKeyView {
 
 /// Generate the broadcast's RTMP ingest key (OBS), replacing any previous one: the old key is
 /// refused from now on, though a publish already running goes on.
-#[utoipa::path(post, path = "/{id}/ingest-key", tag = "broadcasts", security(("bearer" = [])),
+#[utoipa::path(post, path = "/{id}/ingest-key", params(crate::routes::IdPath), tag = "broadcasts", security(("bearer" = [])),
     responses((status = 201, body = IngestKeyView), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "the broadcast has ended, or this server has no RTMP ingest")))]
 async fn new_ingest_key(
@@ -82,7 +82,7 @@ async fn new_ingest_key(
 }
 
 /// Revoke the broadcast's RTMP ingest key: publishing with it is refused from now on.
-#[utoipa::path(delete, path = "/{id}/ingest-key", tag = "broadcasts", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/{id}/ingest-key", params(crate::routes::IdPath), tag = "broadcasts", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn revoke_ingest_key(
     State(state): State<AppState>,
@@ -241,6 +241,20 @@ pub struct DestinationView {
     pub created_at: String,
 }
 
+/// One condition of the Broadcast's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionView {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// Machine-readable: Ready, Creating, EncoderUnavailable, DestinationsFailing, …
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: String,
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BroadcastView {
@@ -253,6 +267,12 @@ pub struct BroadcastView {
     pub state: DesiredState,
     /// What the reconciler observed; absent until it reports.
     pub phase: Option<Phase>,
+    /// What is wrong, when something is (`EncoderUnavailable: ffmpeg not found …`): what the
+    /// studio shows in its banner.
+    pub message: Option<String>,
+    /// The reconciler's conditions (SfuReady, CompositorReady, DestinationsHealthy), as the
+    /// Broadcast's status has them.
+    pub conditions: Vec<ConditionView>,
     pub recording: bool,
     pub output: OutputSpec,
     pub layout: Layout,
@@ -615,6 +635,18 @@ fn render(
         description: s.description,
         state: s.state,
         phase: status.phase,
+        message: status.message,
+        conditions: status
+            .conditions
+            .into_iter()
+            .map(|c| ConditionView {
+                type_: c.type_,
+                status: c.status,
+                reason: c.reason,
+                message: c.message,
+                last_transition_time: c.last_transition_time.0.to_string(),
+            })
+            .collect(),
         recording: s.recording,
         output: s.output,
         layout: s.layout,
@@ -701,7 +733,7 @@ fn spec_destination(d: &NewDestination) -> Destination {
 }
 
 /// The signed-in host's broadcasts, newest first.
-#[utoipa::path(get, path = "/", tag = "broadcasts", security(("bearer" = [])), params(Page),
+#[utoipa::path(get, path = "/", operation_id = "list_broadcasts", tag = "broadcasts", security(("bearer" = [])), params(Page),
     responses((status = 200, body = Vec<BroadcastView>), (status = 401, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
@@ -824,7 +856,7 @@ fn state_str(s: DesiredState) -> &'static str {
 }
 
 /// One broadcast, with the reconciler's latest status.
-#[utoipa::path(get, path = "/{id}", tag = "broadcasts", security(("bearer" = [])),
+#[utoipa::path(get, path = "/{id}", operation_id = "get_broadcast", params(crate::routes::IdPath), tag = "broadcasts", security(("bearer" = [])),
     responses((status = 200, body = BroadcastView), (status = 404, body = ErrorBody)))]
 async fn get_one(
     State(state): State<AppState>,
@@ -848,7 +880,7 @@ async fn get_one(
 }
 
 /// Change a broadcast's settings; not allowed once it has ended.
-#[utoipa::path(patch, path = "/{id}", tag = "broadcasts", security(("bearer" = [])), request_body = UpdateBroadcast,
+#[utoipa::path(patch, path = "/{id}", params(crate::routes::IdPath), tag = "broadcasts", security(("bearer" = [])), request_body = UpdateBroadcast,
     responses((status = 200, body = BroadcastView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 async fn update(
@@ -945,7 +977,7 @@ fn enter(b: &mut Stored, to: DesiredState) {
 }
 
 /// Delete a broadcast, its workers and its destinations. Recordings are kept.
-#[utoipa::path(delete, path = "/{id}", tag = "broadcasts", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/{id}", operation_id = "delete_broadcast", params(crate::routes::IdPath), tag = "broadcasts", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,
@@ -982,6 +1014,15 @@ async fn transition(
             "an ended broadcast cannot be started again".into(),
         ));
     }
+    // Refused before anything starts: a compositor without FFmpeg would only crash-loop.
+    if to == DesiredState::Live
+        && from != to
+        && let Some(why) = &state.settings.cannot_go_live
+    {
+        return Err(Error::Conflict(format!(
+            "this server cannot go live: {why}"
+        )));
+    }
     if from != to {
         enter(&mut b, to);
     }
@@ -1011,8 +1052,9 @@ async fn transition(
 }
 
 /// Go live: the compositor starts and sends to every enabled destination.
-#[utoipa::path(post, path = "/{id}/start", tag = "broadcasts", security(("bearer" = [])),
-    responses((status = 200, body = BroadcastView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/{id}/start", params(crate::routes::IdPath), tag = "broadcasts", security(("bearer" = [])),
+    responses((status = 200, body = BroadcastView), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "the broadcast has ended, or this server cannot go live (its FFmpeg is missing or unable: the message says how to fix it)")))]
 async fn start(
     State(state): State<AppState>,
     user: AuthUser,
@@ -1024,7 +1066,7 @@ async fn start(
 }
 
 /// End the show: outputs are finalized and the workers stop. Final.
-#[utoipa::path(post, path = "/{id}/end", tag = "broadcasts", security(("bearer" = [])),
+#[utoipa::path(post, path = "/{id}/end", params(crate::routes::IdPath), tag = "broadcasts", security(("bearer" = [])),
     responses((status = 200, body = BroadcastView), (status = 404, body = ErrorBody)))]
 async fn end(
     State(state): State<AppState>,
@@ -1037,7 +1079,7 @@ async fn end(
 }
 
 /// A signed, expiring link that lets a guest join this broadcast's studio.
-#[utoipa::path(post, path = "/{id}/invites", tag = "broadcasts", security(("bearer" = [])),
+#[utoipa::path(post, path = "/{id}/invites", params(crate::routes::IdPath), tag = "broadcasts", security(("bearer" = [])),
     responses((status = 201, body = InviteView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn invite(
     State(state): State<AppState>,
@@ -1066,7 +1108,7 @@ async fn invite(
 }
 
 /// Add a destination; while live it starts receiving the show at once.
-#[utoipa::path(post, path = "/{id}/destinations", tag = "destinations", security(("bearer" = [])), request_body = NewDestination,
+#[utoipa::path(post, path = "/{id}/destinations", params(crate::routes::IdPath), tag = "destinations", security(("bearer" = [])), request_body = NewDestination,
     responses((status = 201, body = DestinationView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 async fn add_destination(
@@ -1108,7 +1150,7 @@ async fn add_destination(
 }
 
 /// Remove a destination; the others are not touched.
-#[utoipa::path(delete, path = "/{id}/destinations/{dest_id}", tag = "destinations", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/{id}/destinations/{dest_id}", params(crate::routes::DestinationPath), tag = "destinations", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn remove_destination(
     State(state): State<AppState>,
@@ -1133,7 +1175,7 @@ async fn remove_destination(
 }
 
 /// Check that the destination's server answers an RTMP handshake (the key is not sent).
-#[utoipa::path(post, path = "/{id}/destinations/{dest_id}/test", tag = "destinations", security(("bearer" = [])),
+#[utoipa::path(post, path = "/{id}/destinations/{dest_id}/test", params(crate::routes::DestinationPath), tag = "destinations", security(("bearer" = [])),
     responses((status = 200, body = DestinationTestResult), (status = 404, body = ErrorBody)))]
 async fn test_destination(
     State(state): State<AppState>,

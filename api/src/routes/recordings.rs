@@ -95,7 +95,7 @@ async fn load_owned(state: &AppState, user: &AuthUser, id: &str) -> Result<sqlx:
 }
 
 /// The signed-in host's recordings, newest first.
-#[utoipa::path(get, path = "/", tag = "recordings", security(("bearer" = [])),
+#[utoipa::path(get, path = "/", operation_id = "list_recordings", tag = "recordings", security(("bearer" = [])),
     responses((status = 200, body = Vec<RecordingView>), (status = 401, body = ErrorBody)))]
 async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<Vec<RecordingView>>> {
     user.require_host()?;
@@ -111,7 +111,7 @@ async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<Vec<
         .map(Json)
 }
 
-#[utoipa::path(get, path = "/{id}", tag = "recordings", security(("bearer" = [])),
+#[utoipa::path(get, path = "/{id}", operation_id = "get_recording", params(crate::routes::IdPath), tag = "recordings", security(("bearer" = [])),
     responses((status = 200, body = RecordingView), (status = 404, body = ErrorBody)))]
 async fn get_one(
     State(state): State<AppState>,
@@ -123,7 +123,7 @@ async fn get_one(
 }
 
 /// Delete a recording and its file.
-#[utoipa::path(delete, path = "/{id}", tag = "recordings", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/{id}", operation_id = "delete_recording", params(crate::routes::IdPath), tag = "recordings", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,
@@ -152,7 +152,7 @@ async fn remove(
 }
 
 /// The media file (or its poster with `poster=1`); honours Range, so players can seek.
-#[utoipa::path(get, path = "/{id}/file", tag = "recordings", params(FileQuery),
+#[utoipa::path(get, path = "/{id}/file", tag = "recordings", params(crate::routes::IdPath, FileQuery),
     responses((status = 200, description = "the whole file"), (status = 206, description = "the requested range"),
               (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 416, description = "range not satisfiable")))]
 async fn file(

@@ -98,7 +98,7 @@ fn relayed(e: CallError) -> Error {
 }
 
 /// The live scene: layout, who is on stage, banner, ticker, slate, brand.
-#[utoipa::path(get, path = "/{id}/scene", tag = "broadcasts", security(("bearer" = [])),
+#[utoipa::path(get, path = "/{id}/scene", params(crate::routes::IdPath), tag = "broadcasts", security(("bearer" = [])),
     responses((status = 200, body = castyard_proto::scene::Scene, description = "the compositor's scene"),
               (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody, description = "the show is not running"),
@@ -116,7 +116,7 @@ pub async fn get_scene(
 /// `hide-banner`, `ticker` (`text`, or null to stop), `show-slate` / `hide-slate`,
 /// `set-layout`, `pin`, `set-brand` (`color`, and `logo`, `background`, `overlay` as ids of the
 /// host's uploads of that kind), `gain`. The next frame shows it.
-#[utoipa::path(post, path = "/{id}/scene", tag = "broadcasts", security(("bearer" = [])),
+#[utoipa::path(post, path = "/{id}/scene", params(crate::routes::IdPath), tag = "broadcasts", security(("bearer" = [])),
     request_body(content = castyard_proto::scene::Command, description = "one scene command"),
     responses((status = 200, body = castyard_proto::scene::Scene, description = "the scene after the change"),
               (status = 404, body = crate::error::ErrorBody),

@@ -136,7 +136,7 @@ async fn streams(State(state): State<AppState>) -> Result<Json<Vec<StreamView>>>
 }
 
 /// One broadcast's public face, for its watch page (live, upcoming or ended).
-#[utoipa::path(get, path = "/{id}", tag = "streams",
+#[utoipa::path(get, path = "/{id}", params(crate::routes::IdPath), tag = "streams",
     responses((status = 200, body = StreamView), (status = 404, body = ErrorBody)))]
 async fn stream(
     State(state): State<AppState>,

@@ -26,7 +26,7 @@ type Upstream =
 
 /// Join the broadcast's studio: JSON signalling (offer, answer, mute, stage, leave; see the
 /// SFU's protocol) relayed to its SFU. For its host and invited guests only.
-#[utoipa::path(get, path = "/{id}/studio", tag = "realtime", params(("id" = String, Path), WsQuery),
+#[utoipa::path(get, path = "/{id}/studio", operation_id = "studio_socket", tag = "realtime", params(("id" = String, Path), WsQuery),
     responses((status = 101, description = "switching to the WebSocket protocol"),
               (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody),

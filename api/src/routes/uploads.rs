@@ -181,7 +181,7 @@ async fn upload(
 }
 
 /// The signed-in host's uploads.
-#[utoipa::path(get, path = "/", tag = "uploads", security(("bearer" = [])),
+#[utoipa::path(get, path = "/", operation_id = "list_uploads", tag = "uploads", security(("bearer" = [])),
     responses((status = 200, body = Vec<UploadView>)))]
 async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<Vec<UploadView>>> {
     user.require_host()?;
@@ -195,7 +195,7 @@ async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<Vec<
 }
 
 /// The image itself; public, since ids are unguessable and the compositor and watch page load them.
-#[utoipa::path(get, path = "/{id}", tag = "uploads",
+#[utoipa::path(get, path = "/{id}", params(crate::routes::IdPath), tag = "uploads",
     responses((status = 200, description = "the image"), (status = 404, body = ErrorBody)))]
 async fn get_file(
     State(state): State<AppState>,
@@ -226,7 +226,7 @@ async fn get_file(
         .into_response())
 }
 
-#[utoipa::path(delete, path = "/{id}", tag = "uploads", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/{id}", operation_id = "delete_upload", params(crate::routes::IdPath), tag = "uploads", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,

@@ -32,7 +32,7 @@ pub struct WsQuery {
 }
 
 /// Upgrade to the realtime WebSocket (JSON text frames; see the Client/Server message docs).
-#[utoipa::path(get, path = "/ws", tag = "realtime", params(WsQuery),
+#[utoipa::path(get, path = "/ws", operation_id = "realtime_socket", tag = "realtime", params(WsQuery),
     responses((status = 101, description = "switching to the WebSocket protocol"), (status = 401, body = crate::error::ErrorBody)))]
 pub async fn upgrade(
     State(state): State<AppState>,

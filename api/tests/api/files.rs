@@ -13,7 +13,7 @@ both!(
     brand_pictures_are_the_hosts_own_png_or_jpeg_uploads
 );
 
-async fn add_recording(app: &TestApp, owner_token: &str, bytes: &[u8]) -> String {
+pub(crate) async fn add_recording(app: &TestApp, owner_token: &str, bytes: &[u8]) -> String {
     let owner = app.get("/api/auth/me", Some(owner_token)).await.json["id"]
         .as_str()
         .unwrap()
@@ -155,7 +155,7 @@ async fn recordings_library(app: TestApp) {
         .error(StatusCode::NOT_FOUND);
 }
 
-fn multipart(filename: &str, content_type: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+pub(crate) fn multipart(filename: &str, content_type: &str, bytes: &[u8]) -> (String, Vec<u8>) {
     let boundary = "castyard-test-boundary";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n"
@@ -167,7 +167,7 @@ fn multipart(filename: &str, content_type: &str, bytes: &[u8]) -> (String, Vec<u
 }
 
 /// The smallest valid PNG: 1x1, one transparent pixel.
-const PNG: &[u8] = &[
+pub(crate) const PNG: &[u8] = &[
     0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
     0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
     0x89, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00, 0x01, 0x00, 0x00,

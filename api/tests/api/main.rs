@@ -6,6 +6,8 @@ mod auth;
 mod broadcasts;
 mod cli;
 mod files;
+mod first_run;
+mod fuzz;
 mod ingest;
 mod kubernetes;
 mod metrics_catalog;

@@ -467,7 +467,8 @@ fn probe_codecs(input: &str) -> String {
 
 /// The web studio through a real browser: frontend/e2e/studio-journey.mjs against
 /// `castyard up` serving the built frontend (scripts/test-deps.sh builds it), with a local
-/// nginx-rtmp destination. Screenshots go to test-output/e2e/ (not committed).
+/// nginx-rtmp destination. Screenshots go to test-output/e2e/ (not committed), or to
+/// CASTYARD_SCREENSHOTS (`docs/img` refreshes the README's pictures).
 #[test]
 fn the_web_studio_takes_a_host_from_sign_up_to_a_recording_with_a_guest_and_a_viewer() {
     use castyard_media_worker::testkit::RtmpServer;
@@ -485,7 +486,10 @@ fn the_web_studio_takes_a_host_from_sign_up_to_a_recording_with_a_guest_and_a_vi
             .env("CASTYARD_WEB_DIR", &dist);
     });
     let mut up = Up { child, port };
-    let shots = frontend.join("../test-output/e2e");
+    let shots = std::env::var_os("CASTYARD_SCREENSHOTS").map_or_else(
+        || frontend.join("../test-output/e2e"),
+        |d| frontend.join("..").join(d),
+    );
     let seen = e2e(
         "studio-journey.mjs",
         &[
@@ -495,6 +499,8 @@ fn the_web_studio_takes_a_host_from_sign_up_to_a_recording_with_a_guest_and_a_vi
         ],
     );
     assert_eq!(seen["ok"], true, "{seen}");
+    // Every page was visited signed out with no console error (the script fails otherwise).
+    assert_eq!(seen["signedOutPages"], 10, "{seen}");
     assert!(seen["watchTime"].as_f64().unwrap() > 0.5, "{seen}");
     assert!(seen["recordingTime"].as_f64().unwrap() > 0.5, "{seen}");
     // The guest the host put on stage is in the composed show, under the layout chosen.

@@ -81,7 +81,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Trade the refresh cookie for a new access token (and a rotated cookie). */
+        /**
+         * Trade the refresh cookie for a new access token (and a rotated cookie).
+         *     Without a cookie the visitor is simply signed out: an ordinary answer (204), not an error
+         *     in every signed-out browser's console. A cookie that no longer works is refused (401).
+         */
         post: operations["refresh"];
         delete?: never;
         options?: never;
@@ -131,7 +135,7 @@ export interface paths {
             cookie?: never;
         };
         /** The signed-in host's broadcasts, newest first. */
-        get: operations["list"];
+        get: operations["list_broadcasts"];
         put?: never;
         /** Create a broadcast (Backstage) with its destinations. */
         post: operations["create"];
@@ -149,11 +153,11 @@ export interface paths {
             cookie?: never;
         };
         /** One broadcast, with the reconciler's latest status. */
-        get: operations["get_one"];
+        get: operations["get_broadcast"];
         put?: never;
         post?: never;
         /** Delete a broadcast, its workers and its destinations. Recordings are kept. */
-        delete: operations["remove"];
+        delete: operations["delete_broadcast"];
         options?: never;
         head?: never;
         /** Change a broadcast's settings; not allowed once it has ended. */
@@ -317,7 +321,7 @@ export interface paths {
          * Join the broadcast's studio: JSON signalling (offer, answer, mute, stage, leave; see the
          *     SFU's protocol) relayed to its SFU. For its host and invited guests only.
          */
-        get: operations["upgrade"];
+        get: operations["studio_socket"];
         put?: never;
         post?: never;
         delete?: never;
@@ -334,7 +338,7 @@ export interface paths {
             cookie?: never;
         };
         /** The signed-in host's recordings, newest first. */
-        get: operations["list"];
+        get: operations["list_recordings"];
         put?: never;
         post?: never;
         delete?: never;
@@ -350,11 +354,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: operations["get_one"];
+        get: operations["get_recording"];
         put?: never;
         post?: never;
         /** Delete a recording and its file. */
-        delete: operations["remove"];
+        delete: operations["delete_recording"];
         options?: never;
         head?: never;
         patch?: never;
@@ -436,7 +440,7 @@ export interface paths {
             cookie?: never;
         };
         /** The signed-in host's uploads. */
-        get: operations["list"];
+        get: operations["list_uploads"];
         put?: never;
         /** Upload an image as multipart/form-data, field `file`. */
         post: operations["upload"];
@@ -457,7 +461,7 @@ export interface paths {
         get: operations["get_file"];
         put?: never;
         post?: never;
-        delete: operations["remove"];
+        delete: operations["delete_upload"];
         options?: never;
         head?: never;
         patch?: never;
@@ -471,7 +475,7 @@ export interface paths {
             cookie?: never;
         };
         /** Upgrade to the realtime WebSocket (JSON text frames; see the Client/Server message docs). */
-        get: operations["upgrade"];
+        get: operations["realtime_socket"];
         put?: never;
         post?: never;
         delete?: never;
@@ -523,6 +527,11 @@ export interface components {
             live: number;
         };
         BroadcastView: {
+            /**
+             * @description The reconciler's conditions (SfuReady, CompositorReady, DestinationsHealthy), as the
+             *     Broadcast's status has them.
+             */
+            conditions: components["schemas"]["ConditionView"][];
             createdAt: string;
             description: string;
             /** @description Per-destination health as last reported (live, retrying, failed, bitrate). */
@@ -536,6 +545,11 @@ export interface components {
             layout: components["schemas"]["Layout"];
             /** Format: int32 */
             maxGuests: number;
+            /**
+             * @description What is wrong, when something is (`EncoderUnavailable: ffmpeg not found …`): what the
+             *     studio shows in its banner.
+             */
+            message?: string | null;
             /** @description The object name in Kubernetes (and of the embedded workers). */
             name: string;
             output: components["schemas"]["OutputSpec"];
@@ -661,6 +675,16 @@ export interface components {
         } | {
             /** @enum {string} */
             type: "hide-slate";
+        };
+        /** @description One condition of the Broadcast's status. */
+        ConditionView: {
+            lastTransitionTime: string;
+            message: string;
+            /** @description Machine-readable: Ready, Creating, EncoderUnavailable, DestinationsFailing, … */
+            reason: string;
+            /** @description True, False or Unknown. */
+            status: string;
+            type: string;
         };
         CreateBroadcast: {
             description?: string | null;
@@ -1146,6 +1170,13 @@ export interface operations {
                     "application/json": components["schemas"]["AuthResponse"];
                 };
             };
+            /** @description no session: the visitor is signed out */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1235,7 +1266,7 @@ export interface operations {
             };
         };
     };
-    list: {
+    list_broadcasts: {
         parameters: {
             query?: {
                 /** @description 1 to 100, default 50. */
@@ -1313,11 +1344,14 @@ export interface operations {
             };
         };
     };
-    get_one: {
+    get_broadcast: {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -1340,11 +1374,14 @@ export interface operations {
             };
         };
     };
-    remove: {
+    delete_broadcast: {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -1377,7 +1414,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody: {
@@ -1424,7 +1464,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody: {
@@ -1471,7 +1514,12 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The broadcast's id. */
+                id: string;
+                /** @description The destination's id. */
+                dest_id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -1496,7 +1544,12 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The broadcast's id. */
+                id: string;
+                /** @description The destination's id. */
+                dest_id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -1523,7 +1576,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -1550,7 +1606,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -1586,7 +1645,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -1611,7 +1673,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -1646,7 +1711,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -1691,7 +1759,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         /** @description one scene command */
@@ -1750,7 +1821,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -1771,6 +1845,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description the broadcast has ended, or this server cannot go live (its FFmpeg is missing or unable: the message says how to fix it) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1781,7 +1856,7 @@ export interface operations {
             };
         };
     };
-    upgrade: {
+    studio_socket: {
         parameters: {
             query?: {
                 /**
@@ -1849,7 +1924,7 @@ export interface operations {
             };
         };
     };
-    list: {
+    list_recordings: {
         parameters: {
             query?: never;
             header?: never;
@@ -1876,11 +1951,14 @@ export interface operations {
             };
         };
     };
-    get_one: {
+    get_recording: {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -1903,11 +1981,14 @@ export interface operations {
             };
         };
     };
-    remove: {
+    delete_recording: {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -1935,7 +2016,10 @@ export interface operations {
                 token?: string;
             };
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -2021,7 +2105,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -2044,7 +2131,7 @@ export interface operations {
             };
         };
     };
-    list: {
+    list_uploads: {
         parameters: {
             query?: never;
             header?: never;
@@ -2117,7 +2204,10 @@ export interface operations {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -2139,11 +2229,14 @@ export interface operations {
             };
         };
     };
-    remove: {
+    delete_upload: {
         parameters: {
             query?: never;
             header?: never;
-            path?: never;
+            path: {
+                /** @description The id (a UUID) of the broadcast, recording, stream or upload the path names. */
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
@@ -2164,7 +2257,7 @@ export interface operations {
             };
         };
     };
-    upgrade: {
+    realtime_socket: {
         parameters: {
             query?: {
                 /**

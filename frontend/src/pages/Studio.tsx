@@ -20,6 +20,27 @@ const STATE_CLS: Record<string, string> = {
   Idle: "text-zinc-400",
 };
 
+// What the host can do about each reason a show reports (the message says what happened).
+const WHAT_TO_DO: Record<string, string> = {
+  EncoderUnavailable: "Install FFmpeg on the server (make up installs it), then go live again.",
+  DestinationsFailing: "Check the destination's URL and stream key; the others go on.",
+  PortUnavailable: "Another program holds the port: stop it, or restart Castyard.",
+  WaitingForAddress: "The cluster has not given the studio's media service an address yet.",
+};
+
+/** The reconciler's message when something is wrong, with what to do about it. */
+function ShowProblem({ broadcast }: { broadcast: BroadcastView }) {
+  if (!broadcast.message || broadcast.state === "Ended") return null;
+  const failing = broadcast.conditions.find((c) => c.status === "False" && broadcast.message?.startsWith(`${c.reason}:`));
+  const todo = (failing && WHAT_TO_DO[failing.reason]) ?? "The server's log has the details.";
+  return (
+    <div role="alert" data-testid="show-problem" className="mb-4 rounded-md border border-amber-700 bg-amber-950 px-4 py-2 text-sm text-amber-100">
+      <p className="font-medium">{broadcast.message}</p>
+      <p className="text-amber-300">{todo}</p>
+    </div>
+  );
+}
+
 export default function Studio() {
   const { id = "" } = useParams();
   const token = useAuth((s) => s.token);
@@ -95,6 +116,7 @@ export default function Studio() {
       }
     >
       <ErrorBanner error={error} onClose={() => setError(null)} />
+      <ShowProblem broadcast={b} />
       {b.state === "Ended" ? (
         <p>This broadcast has ended. Its recording is in the <Link className="text-sky-400" to="/library">library</Link>.</p>
       ) : !joined ? (

@@ -21,7 +21,9 @@ export const useAuth = create<AuthState>((set, get) => {
   };
   const refresh = async () => {
     try {
-      const r = await api<AuthResponse>("POST", "/api/auth/refresh", undefined, false);
+      // 204 (undefined): no session, the visitor is signed out.
+      const r = await api<AuthResponse | undefined>("POST", "/api/auth/refresh", undefined, false);
+      if (!r) throw new Error("signed out");
       signedIn(r);
       return r.accessToken;
     } catch {
