@@ -195,6 +195,11 @@ impl Worker {
         self.http("GET", "/status", None).1
     }
 
+    /// The show made so far, by the compositor's own media clock.
+    fn media_secs(&self) -> f64 {
+        self.status()["mediaMs"].as_f64().unwrap_or(0.0) / 1000.0
+    }
+
     fn destination(&self, name: &str) -> Value {
         self.status()["destinations"]
             .as_array()
@@ -256,9 +261,12 @@ fn video_times(path: &Path) -> Vec<f64> {
     t
 }
 
-/// `wall` is the time from the output's start to SIGTERM; a destination's file may also begin
-/// up to one GOP (2 s) earlier, since its buffer starts at the last keyframe.
-fn assert_show(path: &Path, wall: f64, gop_lead: bool, what: &str) {
+/// `media` is how much show the compositor made while the output ran (its own media clock,
+/// not the wall's: on a loaded machine it may fall behind real time, which is the benchmark's
+/// business, not this test's). A destination's file may also begin up to one GOP (2 s)
+/// earlier, since its buffer starts at the last keyframe, and any file may hold the moment
+/// between the last status read and SIGTERM.
+fn assert_show(path: &Path, media: f64, gop_lead: bool, what: &str) {
     let v = ffprobe(
         path,
         "stream=codec_name,width,height,r_frame_rate:format=duration",
@@ -280,8 +288,8 @@ fn assert_show(path: &Path, wall: f64, gop_lead: bool, what: &str) {
     let secs: f64 = v["format"]["duration"].as_str().unwrap().parse().unwrap();
     let lead = if gop_lead { 2.0 } else { 0.0 };
     assert!(
-        secs >= wall * 0.9 && secs <= wall * 1.1 + lead,
-        "{what}: {secs} s of media for {wall} s of show"
+        secs >= media * 0.9 && secs <= media * 1.1 + lead + 1.0,
+        "{what}: {secs} s in the file of {media} s the compositor made"
     );
 }
 
@@ -300,11 +308,10 @@ fn a_show_goes_to_two_destinations_and_one_dying_touches_nothing_else() {
         free_port(),
         json!([destination("a", a.port), destination("b", b.port)]),
     );
-    // The recording starts with the compositor; a destination when it connects.
-    let recording_started = Instant::now();
+    // The recording starts with the compositor's media clock; a destination when it connects.
     let w = Worker::start(dir, &cfg);
     w.wait_destination("a", "Live", Duration::from_secs(10));
-    let started = Instant::now();
+    let a_started = w.media_secs();
     w.wait_destination("b", "Live", Duration::from_secs(10));
     let encoder = w.status()["encoderRestarts"].clone();
 
@@ -339,19 +346,22 @@ fn a_show_goes_to_two_destinations_and_one_dying_touches_nothing_else() {
 
     // b comes back on the same port and is live again within 10 s.
     let b = RtmpServer::start_with(Some(b_port), Some(rec_b.path()));
-    let back = Instant::now();
     w.wait_destination("b", "Live", Duration::from_secs(10));
-    assert!(back.elapsed() < Duration::from_secs(10));
     let d = w.destination("b");
     assert!(d["retries"].as_u64().unwrap() >= 1, "{d}");
-    // a kept sending all along (the bytes it sent in 3 s, rather than its 2 s bitrate,
-    // which a machine busy with other tests can stall for a moment).
+    // a kept sending all along: the bytes it sent over 3 s of show (of media, not of wall
+    // time, which a machine busy with other tests can stretch).
     let sent = w.sent_bytes("a");
-    std::thread::sleep(Duration::from_secs(3));
+    let from = w.media_secs();
+    let until = Instant::now() + Duration::from_secs(30);
+    while w.media_secs() < from + 3.0 {
+        assert!(Instant::now() < until, "the show stopped: {}", w.status());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let more = w.sent_bytes("a") - sent;
     assert!(
         more > 3 * 100_000 / 8,
-        "{more} bytes in 3 s: {}",
+        "{more} bytes in 3 s of show: {}",
         w.status()
     );
     let metrics = w.http("GET", "/metrics", None).1;
@@ -371,8 +381,7 @@ fn a_show_goes_to_two_destinations_and_one_dying_touches_nothing_else() {
 
     let recording = w.recording();
     // The show ends at SIGTERM; finalizing (and the recording's poster) comes after.
-    let wall = started.elapsed().as_secs_f64();
-    let recording_wall = recording_started.elapsed().as_secs_f64();
+    let made = w.media_secs();
     let (status, _dir) = w.terminate();
     assert!(status.success(), "{status}");
     for mut s in senders {
@@ -383,12 +392,12 @@ fn a_show_goes_to_two_destinations_and_one_dying_touches_nothing_else() {
 
     // Destination a saw the whole show: the right format, and time that never jumps.
     let a_file = rec_a.path().join("secret-key-a.flv");
-    assert_show(&a_file, wall, true, "destination a");
+    assert_show(&a_file, made - a_started, true, "destination a");
     let times = video_times(&a_file);
     let gaps = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     assert!(gaps < 0.2, "a gap of {gaps} s in destination a's video");
     // The recording was finalized on SIGTERM and holds the show too.
-    assert_show(&recording, recording_wall, false, "the recording");
+    assert_show(&recording, made, false, "the recording");
     // b has its part of the show, from before it died and after it came back.
     assert!(rec_b.path().join("secret-key-b.flv").exists());
 }

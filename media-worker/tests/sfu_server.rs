@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use castyard_media_worker::bot::{self, BotConfig, BotReport, Synthetic};
@@ -110,7 +112,24 @@ async fn three_bots_receive_each_others_audio_and_video_over_udp() {
     let (_sfu, control) = start(11).await;
     let media = Synthetic::start(Path::new("ffmpeg"), "castyard bot").unwrap();
     let names = ["b0", "b1", "b2"];
+    // What the source made meanwhile: on two busy cores it makes fewer than 30 frames a
+    // second, and a bot can only receive what was made.
+    let made = Arc::new(AtomicU64::new(0));
+    let counter = {
+        let (made, mut frames) = (made.clone(), media.subscribe());
+        tokio::spawn(async move {
+            loop {
+                match frames.recv().await {
+                    Ok(f) if !f.audio => _ = made.fetch_add(1, Ordering::Relaxed),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
+            }
+        })
+    };
     let reports = bots(control, &names, 6, &media).await;
+    counter.abort();
+    let made = made.load(Ordering::Relaxed);
     for r in &reports {
         assert_eq!(r.error, None, "{}", r.participant);
         for other in names.iter().filter(|n| **n != r.participant) {
@@ -124,15 +143,18 @@ async fn three_bots_receive_each_others_audio_and_video_over_udp() {
             }
         }
         assert_eq!(r.tracks(), 4);
-        // Five seconds of 30 fps video and 50 fps audio from each of two others, with room
-        // for ICE and DTLS at the start.
+        // From each of two others, a quarter of the frames made while the bots ran (six
+        // seconds, of which ICE and DTLS may take one or two on a loaded machine).
         let video: u64 = r
             .received
             .iter()
             .filter(|((_, s), _)| *s == Source::Camera)
             .map(|(_, v)| v.frames)
             .sum();
-        assert!(video > 2 * 60, "{} video frames", video);
+        assert!(
+            made > 30 && video > made / 2,
+            "{video} video frames received of {made} made"
+        );
         assert!(r.bytes() > 50_000, "{} bytes", r.bytes());
     }
     let (status, metrics) = get(control, "/metrics").await;
