@@ -36,6 +36,20 @@ fn the_committed_openapi_document_is_valid_openapi_3_1() {
     );
 }
 
+/// A logo upload of the host's, as the API answered it.
+async fn upload(app: &TestApp, token: &str, name: &str) -> serde_json::Value {
+    let (ct, body) = crate::files::multipart(name, "image/png", crate::files::PNG);
+    app.raw(
+        axum::http::Method::POST,
+        "/api/upload?kind=logo",
+        Some(token),
+        &ct,
+        body,
+    )
+    .await
+    .json
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_answer_off_its_schema() {
     let app = TestApp::sqlite().await;
@@ -49,31 +63,13 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_its_schema() {
                    "url": "rtmp://127.0.0.1:1/live", "streamKey": "fuzz-key-0000111122"}]}),
         )
         .await;
-    let (ct, body) = crate::files::multipart("logo.png", "image/png", crate::files::PNG);
-    let upload = app
-        .raw(
-            axum::http::Method::POST,
-            "/api/upload?kind=logo",
-            Some(&token),
-            &ct,
-            body,
-        )
-        .await;
+    let logo = upload(&app, &token, "logo.png").await;
     let recording = crate::files::add_recording(&app, &token, &[0u8; 4096]).await;
     // What the deleting operations get: their own, so the rest keep theirs to the end.
     let doomed = app
         .create_broadcast(&token, json!({"title": "Deleted"}))
         .await;
-    let (ct, body) = crate::files::multipart("doomed.png", "image/png", crate::files::PNG);
-    let doomed_upload = app
-        .raw(
-            axum::http::Method::POST,
-            "/api/upload?kind=logo",
-            Some(&token),
-            &ct,
-            body,
-        )
-        .await;
+    let doomed_upload = upload(&app, &token, "doomed.png").await;
     let doomed_recording = crate::files::add_recording(&app, &token, &[0u8; 4096]).await;
     let spare = app
         .create_broadcast(
@@ -108,8 +104,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_its_schema() {
         ids("remove_destination", pair(&spare)),
         ids("delete_broadcast", one(&doomed["id"])),
         ids("stream", one(&b["id"])),
-        ids("get_file", one(&upload.json["id"])),
-        ids("delete_upload", one(&doomed_upload.json["id"])),
+        ids("get_file", one(&logo["id"])),
+        ids("delete_upload", one(&doomed_upload["id"])),
         ids("get_recording|file", one(&json!(recording))),
         ids("delete_recording", one(&json!(doomed_recording))),
     ]

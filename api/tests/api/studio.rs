@@ -19,7 +19,7 @@ fn json(s: &str) -> Value {
 }
 
 /// A host account and a broadcast whose SFU is up (phase Backstage).
-fn backstage(up: &Up, email: &str) -> (String, String) {
+pub(crate) fn backstage(up: &Up, email: &str) -> (String, String) {
     let (line, body) = http(
         up.port,
         "POST",
