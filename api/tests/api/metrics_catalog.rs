@@ -1,5 +1,5 @@
-//! Every metric the alerts and the dashboard query is exported by a binary, and the README's
-//! table lists exactly what the binaries export.
+//! Every metric the alerts and the dashboard query is exported by a binary, and the table in
+//! docs/metrics.md lists exactly what the binaries export.
 
 use std::collections::BTreeSet;
 
@@ -171,14 +171,14 @@ fn alerts_and_dashboard_query_only_exported_metrics() {
 }
 
 #[test]
-fn the_readme_table_lists_exactly_the_exported_metrics() {
-    let readme = repo("README.md");
+fn the_metrics_page_lists_exactly_the_exported_metrics() {
+    let readme = repo("docs/metrics.md");
     let listed: BTreeSet<String> = readme
         .lines()
         .filter_map(|l| l.strip_prefix("| `castyard_"))
         .map(|l| format!("castyard_{}", &l[..l.find('`').expect("closing backtick")]))
         .collect();
-    // The README names a histogram once, without its _bucket/_sum/_count suffix.
+    // The page names a histogram once, without its _bucket/_sum/_count suffix.
     let documented: BTreeSet<String> = exported()
         .into_iter()
         .filter(|n| !n.ends_with("_sum") && !n.ends_with("_count"))
@@ -187,11 +187,11 @@ fn the_readme_table_lists_exactly_the_exported_metrics() {
     assert_eq!(
         listed.difference(&documented).collect::<Vec<_>>(),
         Vec::<&String>::new(),
-        "in the README but not exported"
+        "in docs/metrics.md but not exported"
     );
     assert_eq!(
         documented.difference(&listed).collect::<Vec<_>>(),
         Vec::<&String>::new(),
-        "exported but not in the README"
+        "exported but not in docs/metrics.md"
     );
 }
