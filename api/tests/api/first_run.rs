@@ -205,7 +205,13 @@ async fn a_compositor_that_cannot_start_says_why_in_the_api_reply() {
             .get(&format!("/api/broadcasts/{id}"), Some(&token))
             .await
             .json;
-        if b["phase"] == "Failed" {
+        // The SFU, which is fine, may still be starting when the compositor has failed.
+        let sfu_ready = b["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "SfuReady" && c["status"] == "True");
+        if b["phase"] == "Failed" && sfu_ready {
             break b;
         }
         assert!(std::time::Instant::now() < deadline, "never Failed: {b}");
@@ -227,14 +233,5 @@ async fn a_compositor_that_cannot_start_says_why_in_the_api_reply() {
     );
     assert!(message.contains("backing off"), "{message}");
     assert_eq!(b["message"], format!("EncoderUnavailable: {message}"));
-    // The SFU is fine, and says so.
-    let sfu = b["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "SfuReady")
-        .cloned()
-        .unwrap();
-    assert_eq!(sfu["status"], "True", "{b}");
     workers.shutdown().await;
 }
