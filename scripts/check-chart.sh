@@ -82,6 +82,7 @@ refuse "existingSecret" --set api.database.existingSecret=
 refuse "publicUrl" --set api.publicUrl=studio.example.com
 refuse "publicUrl" --set api.rtmp.publicUrl=rtmps://ingest.example.com/live
 refuse "tokenSecret" --set metrics.podMonitor.tokenSecret=Not_A_Secret_Name
+refuse "extraCaConfigMap" --set tls.extraCaConfigMap=Not_A_ConfigMap
 
 # The alerts: as a plain rules file, their unit tests, and as the chart embeds them.
 promtool check rules "$CHART/files/alerts.yaml"

@@ -12,6 +12,8 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v unzip >/dev/null || need+=(unzip)
+# A real TLS endpoint in front of nginx-rtmp for the RTMPS tests.
+command -v stunnel4 >/dev/null || need+=(stunnel4)
 # The studio's browser tests drive Debian's chromium (fake camera and microphone).
 command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

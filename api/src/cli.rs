@@ -57,6 +57,11 @@ pub struct CommonArgs {
     /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long, env = "CASTYARD_LOG_JSON")]
     pub log_json: bool,
+    /// PEM certificates of CAs to trust for RTMPS destinations (the ingest's restream, the
+    /// destination test and, embedded, the compositors), beside the built-in roots and the
+    /// system's store (SSL_CERT_FILE / SSL_CERT_DIR are honoured too).
+    #[arg(long, env = castyard_media_worker::tls::EXTRA_CA_ENV)]
+    pub extra_ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -266,6 +271,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     local.media_ip = Some(media_ip.to_string());
     // Brand pictures the host uploads are drawn by the compositors straight from the uploads.
     local.assets_dir = Some(data_dir.join("uploads"));
+    castyard_media_worker::tls::init(args.common.extra_ca_file.clone())
+        .map_err(|e| anyhow::anyhow!("--extra-ca-file: {e}"))?;
+    local.extra_ca_file = args.common.extra_ca_file.clone();
     local.ffmpeg = Some(args.ffmpeg.clone());
     local.log_json = args.common.log_json;
     let workers = Arc::new(LocalBackend::new(local));
@@ -318,6 +326,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
 async fn cluster_api(args: ApiArgs) -> anyhow::Result<()> {
     init_tracing(args.common.log_json);
+    castyard_media_worker::tls::init(args.common.extra_ca_file.clone())
+        .map_err(|e| anyhow::anyhow!("--extra-ca-file: {e}"))?;
     let master = MasterKey::from_base64(&args.encryption_key)?;
     let db = Db::connect(&args.database_url)
         .await

@@ -109,7 +109,7 @@ impl IngestHooks for Hooks {
         grant: &Grant,
         name: &str,
         state: rtmp_out::State,
-        error: Option<String>,
+        error: Option<rtmp_out::Failure>,
     ) {
         let state = match state {
             rtmp_out::State::Connecting => castyard_crd::DestinationState::Connecting,
@@ -123,7 +123,8 @@ impl IngestHooks for Hooks {
                 event: BroadcastEvent::Destination {
                     name: name.to_owned(),
                     state,
-                    last_error: error,
+                    error_kind: error.as_ref().map(|f| f.kind),
+                    last_error: error.map(|f| f.message),
                 },
             })
             .await;

@@ -56,6 +56,9 @@ pub enum BroadcastEvent {
         state: castyard_crd::DestinationState,
         #[serde(skip_serializing_if = "Option::is_none")]
         last_error: Option<String>,
+        /// What kind of failure `lastError` is (Tls, Unreachable, …).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_kind: Option<castyard_crd::DestinationErrorKind>,
     },
 }
 

@@ -2,16 +2,26 @@
 
 use std::time::{Duration, Instant};
 
+use castyard_crd::DestinationErrorKind;
+use castyard_media_worker::rtmp_out::{Endpoint, Failure};
+
 /// Connects and completes the handshake, returning how long it took. No key is sent and no
-/// stream is published, so probing a live destination does not disturb it.
-pub async fn handshake(url: &str, timeout: Duration) -> anyhow::Result<Duration> {
+/// stream is published, so probing a live destination does not disturb it. A failure is
+/// reported as a show would report it (a TLS failure with its reason, say).
+pub async fn handshake(url: &str, timeout: Duration) -> Result<Duration, Failure> {
     tokio::time::timeout(timeout, probe(url))
         .await
-        .map_err(|_| anyhow::anyhow!("no RTMP handshake within {} s", timeout.as_secs()))?
+        .map_err(|_| {
+            Failure::new(
+                DestinationErrorKind::Unreachable,
+                format!("no RTMP handshake within {} s", timeout.as_secs()),
+            )
+        })?
 }
 
-async fn probe(raw: &str) -> anyhow::Result<Duration> {
-    let endpoint = castyard_media_worker::rtmp_out::Endpoint::parse(raw)?;
+async fn probe(raw: &str) -> Result<Duration, Failure> {
+    let endpoint = Endpoint::parse(raw)
+        .map_err(|e| Failure::new(DestinationErrorKind::Rejected, format!("{e:#}")))?;
     let started = Instant::now();
     endpoint.connect().await?;
     Ok(started.elapsed())

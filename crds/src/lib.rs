@@ -304,10 +304,42 @@ pub struct DestinationStatus {
     pub state: DestinationState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// What kind of failure `lastError` is (a TLS failure, say, whose reason is in the error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<DestinationErrorKind>,
     #[serde(default)]
     pub retries: u32,
     #[serde(default)]
     pub bitrate_kbps: u32,
+}
+
+/// Why a destination failed: in its status, the studio and the metrics' `kind` label.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DestinationErrorKind {
+    /// No TCP connection: the name does not resolve, the port refuses, or nothing answers.
+    Unreachable,
+    /// The TLS handshake failed: an untrusted issuer, a name mismatch, an expired certificate.
+    Tls,
+    /// Not an RTMP server, or one that answered out of protocol.
+    Protocol,
+    /// The server refused the connection or the publish (a wrong stream key, usually).
+    Rejected,
+    /// The connection dropped mid-show, or the destination fell behind.
+    Dropped,
+}
+
+impl DestinationErrorKind {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Tls => "tls",
+            Self::Protocol => "protocol",
+            Self::Rejected => "rejected",
+            Self::Dropped => "dropped",
+        }
+    }
 }
 
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]

@@ -109,7 +109,7 @@ pub trait IngestHooks: Send + Sync + 'static {
         grant: &Grant,
         name: &str,
         state: crate::rtmp_out::State,
-        error: Option<String>,
+        error: Option<crate::rtmp_out::Failure>,
     );
 }
 
@@ -475,7 +475,7 @@ impl Ingest {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
             String,
             crate::rtmp_out::State,
-            Option<String>,
+            Option<crate::rtmp_out::Failure>,
         )>();
         let hooks = self.hooks.clone();
         let g = grant.clone();
@@ -497,7 +497,17 @@ impl Ingest {
                     })
                     .inc();
             }
-            let _ = tx.send((name.to_owned(), state, error));
+            if let Some(f) = error {
+                metrics
+                    .destination_failures
+                    .get_or_create(&crate::metrics::BroadcastDestinationKindLabels {
+                        broadcast: broadcast.clone(),
+                        destination: name.to_owned(),
+                        kind: f.kind.label().to_owned(),
+                    })
+                    .inc();
+            }
+            let _ = tx.send((name.to_owned(), state, error.cloned()));
         });
         for target in &grant.destinations {
             let sent = self

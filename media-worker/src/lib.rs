@@ -14,3 +14,4 @@ pub mod rtmp_out;
 pub mod sfu;
 #[doc(hidden)]
 pub mod testkit;
+pub mod tls;

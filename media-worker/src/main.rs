@@ -94,6 +94,10 @@ struct CompositorArgs {
     /// x264's preset: faster ones cost less CPU and give a softer picture.
     #[arg(long, env = "CASTYARD_X264_PRESET", default_value = "veryfast")]
     preset: String,
+    /// PEM certificates of CAs to trust for RTMPS destinations, beside the built-in roots and
+    /// the system's store (SSL_CERT_FILE / SSL_CERT_DIR are honoured too).
+    #[arg(long, env = castyard_media_worker::tls::EXTRA_CA_ENV)]
+    extra_ca_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -231,6 +235,8 @@ fn run_compositor(args: CompositorArgs) -> anyhow::Result<()> {
     let access = args.common.access()?;
     // Checked before anything starts: a missing encoder is one clear line, not a show that
     // restarts its encoder forever.
+    castyard_media_worker::tls::init(args.extra_ca_file.clone())
+        .map_err(|e| Termination::new(reason::CONFIG_INVALID, e))?;
     let ffmpeg = castyard_media_worker::preflight::check(&args.ffmpeg)
         .map_err(|e| Termination::new(reason::ENCODER_UNAVAILABLE, e))?;
     tracing::info!(version = %ffmpeg.version, "FFmpeg can encode the show");

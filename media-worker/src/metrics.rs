@@ -34,6 +34,22 @@ pub struct DestinationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationKindLabels {
+    pub destination: String,
+    /// unreachable, tls, protocol, rejected or dropped.
+    pub kind: String,
+}
+
+/// Every failure kind, for dropping a destination's series.
+const KINDS: [castyard_crd::DestinationErrorKind; 5] = [
+    castyard_crd::DestinationErrorKind::Unreachable,
+    castyard_crd::DestinationErrorKind::Tls,
+    castyard_crd::DestinationErrorKind::Protocol,
+    castyard_crd::DestinationErrorKind::Rejected,
+    castyard_crd::DestinationErrorKind::Dropped,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DestinationStateLabels {
     pub destination: String,
     pub state: String,
@@ -217,6 +233,7 @@ pub struct CompositorMetrics {
     pub encoder_speed: FloatGauge,
     destination_state: Family<DestinationStateLabels, Gauge>,
     pub destination_retries: Family<DestinationLabels, Counter>,
+    pub destination_failures: Family<DestinationKindLabels, Counter>,
     pub destination_sent_bytes: Family<DestinationLabels, Counter>,
 }
 
@@ -255,6 +272,12 @@ impl CompositorMetrics {
             "Reconnection attempts to each destination",
             destination_retries.clone(),
         );
+        let destination_failures = Family::<DestinationKindLabels, Counter>::default();
+        r.register(
+            "destination_failures",
+            "Failures of each destination by kind (unreachable, tls, protocol, rejected, dropped)",
+            destination_failures.clone(),
+        );
         let destination_sent_bytes = Family::<DestinationLabels, Counter>::default();
         r.register(
             "destination_sent_bytes",
@@ -269,6 +292,7 @@ impl CompositorMetrics {
             encoder_speed,
             destination_state,
             destination_retries,
+            destination_failures,
             destination_sent_bytes,
         }
     }
@@ -299,6 +323,12 @@ impl CompositorMetrics {
         };
         self.destination_retries.remove(&d);
         self.destination_sent_bytes.remove(&d);
+        for kind in KINDS {
+            self.destination_failures.remove(&DestinationKindLabels {
+                destination: destination.to_owned(),
+                kind: kind.label().to_owned(),
+            });
+        }
     }
 
     pub fn encode(&self) -> String {
@@ -333,7 +363,15 @@ pub struct IngestMetrics {
     pub flv_viewers: Family<BroadcastLabels, Gauge>,
     destination_state: Family<BroadcastDestinationStateLabels, Gauge>,
     pub destination_retries: Family<BroadcastDestinationLabels, Counter>,
+    pub destination_failures: Family<BroadcastDestinationKindLabels, Counter>,
     pub destination_sent_bytes: Family<BroadcastDestinationLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BroadcastDestinationKindLabels {
+    pub broadcast: String,
+    pub destination: String,
+    pub kind: String,
 }
 
 impl IngestMetrics {
@@ -364,6 +402,11 @@ impl IngestMetrics {
             "destination_retries",
             "Reconnection attempts to each restream destination",
             self.destination_retries.clone(),
+        );
+        r.register(
+            "destination_failures",
+            "Failures of each restream destination by kind (unreachable, tls, protocol, rejected, dropped)",
+            self.destination_failures.clone(),
         );
         r.register(
             "destination_sent_bytes",
@@ -404,6 +447,14 @@ impl IngestMetrics {
             };
             self.destination_retries.remove(&l);
             self.destination_sent_bytes.remove(&l);
+            for kind in KINDS {
+                self.destination_failures
+                    .remove(&BroadcastDestinationKindLabels {
+                        broadcast: broadcast.to_owned(),
+                        destination: d.clone(),
+                        kind: kind.label().to_owned(),
+                    });
+            }
             for s in DestinationState::ALL {
                 self.destination_state
                     .remove(&BroadcastDestinationStateLabels {

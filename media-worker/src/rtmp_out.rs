@@ -16,14 +16,43 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
+use castyard_crd::DestinationErrorKind;
+
 use crate::flv::{self, Channel, Tag};
 
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+/// Why a destination failed, in a message for the host and a kind for the status and metrics.
+/// Never carries the stream key (it is only ever inside the RTMP session).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: DestinationErrorKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: DestinationErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
 /// rtmp[s]://host[:port]/app[/instance]: where to connect and which application to ask for.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
+    /// A DNS name, or an IP address without brackets: what TLS checks the certificate against
+    /// (an IP address against its IP SANs).
     pub host: String,
     pub port: u16,
     pub tls: bool,
@@ -39,7 +68,11 @@ impl Endpoint {
             "rtmps" => true,
             other => bail!("unsupported scheme {other}"),
         };
-        let host = url.host_str().context("URL has no host")?.to_owned();
+        let host = match url.host().context("URL has no host")? {
+            url::Host::Domain(d) => d.to_owned(),
+            url::Host::Ipv4(ip) => ip.to_string(),
+            url::Host::Ipv6(ip) => ip.to_string(),
+        };
         let port = url.port().unwrap_or(if tls { 443 } else { 1935 });
         let app = url.path().trim_matches('/').to_owned();
         Ok(Self {
@@ -51,34 +84,38 @@ impl Endpoint {
         })
     }
 
-    /// TCP, then TLS for rtmps (webpki roots), then the RTMP handshake. Returns the stream and
-    /// any bytes the server sent past the handshake.
-    pub async fn connect(&self) -> anyhow::Result<(Box<dyn Io>, Vec<u8>)> {
+    /// TCP, then TLS for rtmps (see [`crate::tls`] for whom it trusts), then the RTMP
+    /// handshake. Returns the stream and any bytes the server sent past the handshake.
+    pub async fn connect(&self) -> Result<(Box<dyn Io>, Vec<u8>), Failure> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .with_context(|| format!("cannot connect to {}:{}", self.host, self.port))?;
-        tcp.set_nodelay(true)?;
+            .map_err(|e| {
+                Failure::new(
+                    DestinationErrorKind::Unreachable,
+                    format!("cannot connect to {}:{}: {e}", self.host, self.port),
+                )
+            })?;
+        let _ = tcp.set_nodelay(true);
         let mut stream: Box<dyn Io> = if self.tls {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            let tls = |m: String| Failure::new(DestinationErrorKind::Tls, format!("TLS: {m}"));
+            let config = crate::tls::client_config().map_err(tls)?;
             let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-                .context("invalid TLS server name")?;
+                .map_err(|e| tls(format!("{} is not a valid server name: {e}", self.host)))?;
             Box::new(
-                tokio_rustls::TlsConnector::from(Arc::new(config))
+                tokio_rustls::TlsConnector::from(config)
                     .connect(name, tcp)
                     .await
-                    .context("TLS handshake failed")?,
+                    .map_err(|e| {
+                        tls(crate::tls::describe(&e, &self.host)
+                            .unwrap_or_else(|| format!("handshake failed: {e}")))
+                    })?,
             )
         } else {
             Box::new(tcp)
         };
-        let leftover = handshake(&mut stream).await?;
+        let leftover = handshake(&mut stream)
+            .await
+            .map_err(|e| Failure::new(DestinationErrorKind::Protocol, format!("{e:#}")))?;
         Ok((stream, leftover))
     }
 }
@@ -139,8 +176,8 @@ pub enum State {
     Retrying,
 }
 
-/// What a destination output reports as it goes.
-pub type Report = Arc<dyn Fn(&str, State, Option<String>) + Send + Sync>;
+/// What a destination output reports as it goes (with the failure that made it retry).
+pub type Report = Arc<dyn Fn(&str, State, Option<&Failure>) + Send + Sync>;
 
 /// Publishes the channel's stream to `target` until the channel ends, reconnecting with
 /// backoff (0.5 s doubling to 5 s) whenever the destination fails. Each attempt starts at the
@@ -169,25 +206,49 @@ pub async fn run(
         };
         match publish(&target, subscription, live, &sent_bytes).await {
             Ok(()) => return,
-            Err(e) => {
-                let e = format!("{e:#}");
-                tracing::info!(destination = %target.name, error = %e, "destination failed; retrying");
-                report(&target.name, State::Retrying, Some(e));
+            Err(f) => {
+                tracing::info!(destination = %target.name, kind = f.kind.label(), error = %f, "destination failed; retrying");
+                report(&target.name, State::Retrying, Some(&f));
             }
         }
         tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(5))).await;
     }
 }
 
+/// Until the publish is accepted, a failure is the server's answer (Protocol, or Rejected when
+/// it says no); after it, the connection dropped.
 async fn publish(
     target: &Target,
-    (first, mut rx): (Vec<Tag>, broadcast::Receiver<Tag>),
+    (first, rx): (Vec<Tag>, broadcast::Receiver<Tag>),
     live: impl Fn(),
     sent_bytes: &prometheus_client::metrics::counter::Counter,
-) -> anyhow::Result<()> {
-    let ep = Endpoint::parse(&target.url)?;
+) -> Result<(), Failure> {
+    let ep = Endpoint::parse(&target.url)
+        .map_err(|e| Failure::new(DestinationErrorKind::Rejected, format!("{e:#}")))?;
     let (stream, leftover) = ep.connect().await?;
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (reader, writer) = tokio::io::split(stream);
+    let (session, reader, writer) = start_publishing(target, &ep, reader, writer, leftover)
+        .await
+        .map_err(|e| {
+            e.downcast::<Failure>()
+                .unwrap_or_else(|e| Failure::new(DestinationErrorKind::Protocol, format!("{e:#}")))
+        })?;
+    live();
+    stream_tags(session, reader, writer, first, rx, sent_bytes)
+        .await
+        .map_err(|e| Failure::new(DestinationErrorKind::Dropped, format!("{e:#}")))
+}
+
+type Reader = tokio::io::ReadHalf<Box<dyn Io>>;
+type Writer = tokio::io::WriteHalf<Box<dyn Io>>;
+
+async fn start_publishing(
+    target: &Target,
+    ep: &Endpoint,
+    mut reader: Reader,
+    mut writer: Writer,
+    leftover: Vec<u8>,
+) -> anyhow::Result<(ClientSession, Reader, Writer)> {
     let mut config = ClientSessionConfig::new();
     config.tc_url = Some(ep.tc_url.clone());
     let (mut session, initial) =
@@ -224,7 +285,13 @@ async fn publish(
                 }
                 ClientSessionResult::RaisedEvent(
                     ClientSessionEvent::ConnectionRequestRejected { description },
-                ) => bail!("connection refused: {description}"),
+                ) => {
+                    return Err(Failure::new(
+                        DestinationErrorKind::Rejected,
+                        format!("connection refused: {description}"),
+                    )
+                    .into());
+                }
                 ClientSessionResult::RaisedEvent(ClientSessionEvent::PublishRequestAccepted) => {
                     published = true;
                 }
@@ -232,7 +299,18 @@ async fn publish(
             }
         }
     }
-    live();
+    Ok((session, reader, writer))
+}
+
+async fn stream_tags(
+    mut session: ClientSession,
+    mut reader: Reader,
+    mut writer: Writer,
+    first: Vec<Tag>,
+    mut rx: broadcast::Receiver<Tag>,
+    sent_bytes: &prometheus_client::metrics::counter::Counter,
+) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
     // Timestamps restart at zero for each connection, as a fresh publish.
     let base = first.first().map_or(0, |t| t.timestamp_ms);
     let send = |session: &mut ClientSession, t: &Tag| -> anyhow::Result<Bytes> {

@@ -103,3 +103,114 @@ impl Drop for RtmpServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A certificate authority made for one test, and the server certificates it signs (rcgen).
+pub struct TestCa {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    /// The CA's certificate, PEM: what a client must trust.
+    pub pem: String,
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        // A name of its own: two test CAs are two issuers, as two real CAs are.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("Castyard test CA {} {n}", std::process::id()),
+        );
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self { params, key, pem }
+    }
+
+    /// A server certificate and its key (PEM) for `names` (DNS names or IP addresses),
+    /// valid from yesterday for a year, or expired yesterday.
+    pub fn server(&self, names: &[&str], expired: bool) -> (String, String) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        (params.not_before, params.not_after) = if expired {
+            (now - 30 * day, now - day)
+        } else {
+            (now - day, now + 365 * day)
+        };
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// stunnel4 terminating TLS on a free loopback port in front of a plain TCP server (an
+/// nginx-rtmp), as an RTMPS ingest endpoint does; stopped on drop.
+pub struct TlsRelay {
+    pub port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl TlsRelay {
+    pub fn start(upstream: u16, cert_pem: &str, key_pem: &str) -> Self {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("castyard-stunnel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        std::fs::write(dir.join("cert.pem"), cert_pem).unwrap();
+        std::fs::write(dir.join("key.pem"), key_pem).unwrap();
+        let conf = dir.join("stunnel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "foreground = yes\npid =\noutput = {d}/stunnel.log\n\
+                 [rtmps]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{upstream}\n\
+                 cert = {d}/cert.pem\nkey = {d}/key.pem\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("stunnel4")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("stunnel4 is installed (scripts/test-deps.sh installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { port, child, dir };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "stunnel did not start: {}",
+            std::fs::read_to_string(dir.join("stunnel.log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for TlsRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use castyard_media_worker::testkit::{RtmpServer, control_token, free_port};
+use castyard_media_worker::testkit::{RtmpServer, TestCa, TlsRelay, control_token, free_port};
 use castyard_proto::ControlToken;
 use serde_json::{Value, json};
 
@@ -66,11 +66,20 @@ fn destination(name: &str, port: u16) -> Value {
 
 impl Worker {
     fn start(dir: tempfile::TempDir, config: &Value) -> Self {
+        Self::start_with(dir, config, |_| {})
+    }
+
+    /// With extra arguments or environment.
+    fn start_with(
+        dir: tempfile::TempDir,
+        config: &Value,
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let port = config["controlPort"].as_u64().unwrap() as u16;
         std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
         let (token, token_file) = control_token(dir.path());
-        let child = Command::new(env!("CARGO_BIN_EXE_castyard-media-worker"))
-            .arg("compositor")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_castyard-media-worker"));
+        cmd.arg("compositor")
             .arg("--config")
             .arg(dir.path().join("config.json"))
             .arg("--control-token-file")
@@ -79,9 +88,10 @@ impl Worker {
             .arg(dir.path().join("keys"))
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdin(Stdio::null());
+        // After the role: its flags follow the subcommand.
+        configure(&mut cmd);
+        let child = cmd.spawn().unwrap();
         let w = Self {
             child,
             port,
@@ -836,4 +846,154 @@ fn a_worker_without_its_control_token_does_not_start_and_says_why() {
         assert_eq!(out.status.code(), Some(2), "{role}: {stderr}");
         assert!(stderr.contains("control token"), "{role} {file}: {stderr}");
     }
+}
+
+/// An RTMPS destination: stunnel with `cert` in front of `nginx`, reached at 127.0.0.1 (so the
+/// certificate is checked against its IP SANs).
+fn rtmps(name: &str, relay: &TlsRelay) -> Value {
+    json!({"name": name, "kind": "custom", "url": format!("rtmps://127.0.0.1:{}/live", relay.port),
+           "streamKeySecretRef": {"name": "keys", "key": name}, "enabled": true})
+}
+
+fn keys(dir: &Path, names: &[&str]) {
+    std::fs::create_dir_all(dir.join("keys/keys")).unwrap();
+    for n in names {
+        std::fs::write(dir.join("keys/keys").join(n), format!("stream-key-{n}\n")).unwrap();
+    }
+}
+
+/// The codecs nginx recorded for a stream key, once its file has them.
+fn recorded_codecs(rec: &Path, key: &str) -> String {
+    let file = rec.join(format!("{key}.flv"));
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = ffprobe(&file, "stream=codec_name");
+        let codecs: Vec<&str> = v["streams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["codec_name"].as_str())
+            .collect();
+        if codecs.contains(&"h264") && codecs.contains(&"aac") {
+            return codecs.join(",");
+        }
+        assert!(
+            Instant::now() < until,
+            "{} never held H.264 and AAC: {v}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn rtmps_reaches_a_destination_trusted_through_an_extra_ca_and_tls_failures_say_why() {
+    let ca = TestCa::new();
+    let stranger = TestCa::new();
+    let rec = tempfile::tempdir().unwrap();
+    let nginx = RtmpServer::start_with(None, Some(rec.path()));
+    let (cert, key) = ca.server(&["127.0.0.1", "localhost"], false);
+    let good = TlsRelay::start(nginx.port, &cert, &key);
+    let (cert, key) = stranger.server(&["127.0.0.1"], false);
+    let untrusted = TlsRelay::start(nginx.port, &cert, &key);
+    let (cert, key) = ca.server(&["rtmp.example.com"], false);
+    let misnamed = TlsRelay::start(nginx.port, &cert, &key);
+    let (cert, key) = ca.server(&["127.0.0.1"], true);
+    let expired = TlsRelay::start(nginx.port, &cert, &key);
+
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["good", "plain", "untrusted", "misnamed", "expired"];
+    keys(dir.path(), &names);
+    let ca_file = dir.path().join("extra-ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let cfg = config(
+        free_port(),
+        json!([
+            rtmps("good", &good),
+            destination("plain", nginx.port),
+            rtmps("untrusted", &untrusted),
+            rtmps("misnamed", &misnamed),
+            rtmps("expired", &expired)
+        ]),
+    );
+    let log = dir.path().join("compositor.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let w = Worker::start_with(dir, &cfg, |c| {
+        c.arg("--extra-ca-file")
+            .arg(&ca_file)
+            // Only the flag's CA (and the built-in roots) vouch for the test's servers.
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .stderr(log_file);
+    });
+    w.wait_destination("good", "Live", Duration::from_secs(15));
+    w.wait_destination("plain", "Live", Duration::from_secs(15));
+    for (name, reason) in [
+        ("untrusted", "unknown issuer"),
+        ("misnamed", "name mismatch"),
+        ("expired", "expired"),
+    ] {
+        let d = w.wait_destination(name, "Retrying", Duration::from_secs(15));
+        assert_eq!(d["errorKind"], "Tls", "{d}");
+        let error = d["lastError"].as_str().unwrap();
+        assert!(error.starts_with(&format!("TLS: {reason}")), "{d}");
+    }
+    let metrics = w.http("GET", "/metrics", None).1;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains(
+            r#"castyard_compositor_destination_failures_total{broadcast="show",destination="misnamed",kind="tls"}"#
+        ),
+        "{metrics}"
+    );
+    // The failing ones touch nothing else: the good ones stay live, the recording runs.
+    assert_eq!(w.destination("good")["state"], "Live");
+    assert_eq!(w.destination("plain")["state"], "Live");
+    let from = w.media_secs();
+    while w.media_secs() < from + 3.0 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let recording = w.recording();
+    let (status, _dir) = w.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(recorded_codecs(rec.path(), "stream-key-good"), "h264,aac");
+    assert_eq!(recorded_codecs(rec.path(), "stream-key-plain"), "h264,aac");
+    assert!(
+        ffprobe(&recording, "stream=codec_name")
+            .to_string()
+            .contains("h264")
+    );
+    // Neither a stream key nor a private key reaches the log.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("unknown issuer"), "the failures are logged");
+    for secret in ["stream-key-", "PRIVATE KEY"] {
+        assert!(!text.contains(secret), "{secret} in the log: {text}");
+    }
+    drop((good, untrusted, misnamed, expired, nginx));
+}
+
+#[test]
+fn rtmps_trusts_the_system_store_named_by_ssl_cert_file() {
+    let ca = TestCa::new();
+    let rec = tempfile::tempdir().unwrap();
+    let nginx = RtmpServer::start_with(None, Some(rec.path()));
+    let (cert, key) = ca.server(&["localhost"], false);
+    let relay = TlsRelay::start(nginx.port, &cert, &key);
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path(), &["system"]);
+    let store = dir.path().join("store.pem");
+    std::fs::write(&store, &ca.pem).unwrap();
+    // By name this time: the certificate is checked against the URL's host, localhost.
+    let dest = json!({"name": "system", "kind": "custom",
+        "url": format!("rtmps://localhost:{}/live", relay.port),
+        "streamKeySecretRef": {"name": "keys", "key": "system"}, "enabled": true});
+    let cfg = config(free_port(), json!([dest]));
+    let w = Worker::start_with(dir, &cfg, |c| {
+        c.env("SSL_CERT_FILE", &store).env_remove("SSL_CERT_DIR");
+    });
+    w.wait_destination("system", "Live", Duration::from_secs(15));
+    let (status, _dir) = w.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(recorded_codecs(rec.path(), "stream-key-system"), "h264,aac");
+    drop((relay, nginx));
 }

@@ -30,6 +30,10 @@ pub const CONFIG_FILE: &str = "worker.json";
 const CONTROL_VOLUME: &str = "control-token";
 const METRICS_VOLUME: &str = "metrics-token";
 const METRICS_DIR: &str = "/var/run/secrets/castyard-metrics";
+/// Where a compositor finds the extra CAs (`--extra-ca-config-map`), and their key.
+const EXTRA_CA_VOLUME: &str = "extra-ca";
+const EXTRA_CA_DIR: &str = "/etc/castyard/extra-ca";
+pub const EXTRA_CA_KEY: &str = "ca.crt";
 /// Each referenced Secret is mounted at `KEYS_DIR/<secret name>/<key>`.
 pub const KEYS_DIR: &str = "/var/run/secrets/castyard";
 /// The compositor's scene, HLS and recording; the root filesystem is read-only.
@@ -438,6 +442,29 @@ fn compositor_pod(
             ..Default::default()
         });
     }
+    // Extra CAs for RTMPS destinations behind a private CA or a TLS-inspecting proxy.
+    if let Some(map) = &cfg.extra_ca_config_map {
+        volumes.push(Volume {
+            name: EXTRA_CA_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: map.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c.volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount {
+                name: EXTRA_CA_VOLUME.into(),
+                mount_path: EXTRA_CA_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        c.args.get_or_insert_with(Vec::new).extend([
+            "--extra-ca-file".into(),
+            format!("{EXTRA_CA_DIR}/{EXTRA_CA_KEY}"),
+        ]);
+    }
     for (i, secret) in secrets.iter().enumerate() {
         let vol = format!("stream-keys-{i}");
         volumes.push(Volume {
@@ -588,6 +615,38 @@ mod tests {
             .map(|p| p.protocol.clone().unwrap())
             .collect();
         assert_eq!(protos, ["TCP", "UDP"]);
+    }
+
+    #[test]
+    fn an_extra_ca_config_map_reaches_the_compositor_alone() {
+        let b = Broadcast::test().live();
+        let cfg = OperatorConfig {
+            extra_ca_config_map: Some("corporate-ca".into()),
+            ..OperatorConfig::default()
+        };
+        let c = build(&b, &cfg).unwrap();
+        let (sfu, compositor) = (&c.pods[0], &c.pods[1]);
+        let spec = compositor.spec.as_ref().unwrap();
+        let volume = spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == EXTRA_CA_VOLUME)
+            .unwrap();
+        assert_eq!(volume.config_map.as_ref().unwrap().name, "corporate-ca");
+        let container = &spec.containers[0];
+        let args = container.args.as_ref().unwrap().join(" ");
+        assert!(
+            args.contains("--extra-ca-file /etc/castyard/extra-ca/ca.crt"),
+            "{args}"
+        );
+        assert!(container.volume_mounts.as_ref().unwrap().iter().any(|m| {
+            m.name == EXTRA_CA_VOLUME && m.mount_path == EXTRA_CA_DIR && m.read_only == Some(true)
+        }));
+        // The SFU sends nowhere over TLS.
+        let sfu = serde_json::to_string(sfu).unwrap();
+        assert!(!sfu.contains("extra-ca"), "{sfu}");
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct OperatorConfig {
     /// A Secret (key `token`) whose token every worker's /metrics then requires; without it
     /// /metrics is open to whoever the NetworkPolicy admits.
     pub worker_metrics_secret: Option<String>,
+    /// A ConfigMap in each broadcast's namespace whose `ca.crt` (PEM) compositors trust for
+    /// RTMPS destinations, beside the built-in roots and the image's system store.
+    pub extra_ca_config_map: Option<String>,
 }
 
 /// A PersistentVolumeClaim shared by the API and the compositors of one namespace.
@@ -57,6 +60,7 @@ impl Default for OperatorConfig {
             compositor_resources: None,
             media_claim: None,
             worker_metrics_secret: None,
+            extra_ca_config_map: None,
         }
     }
 }

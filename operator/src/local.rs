@@ -49,6 +49,8 @@ pub struct LocalConfig {
     pub advertise_ip: String,
     /// The FFmpeg compositors encode with (CASTYARD_FFMPEG), when not the one on PATH.
     pub ffmpeg: Option<PathBuf>,
+    /// Extra CAs compositors trust for RTMPS destinations (`--extra-ca-file`).
+    pub extra_ca_file: Option<PathBuf>,
     /// How the workers' output reaches ours: text lines prefixed `<role> <broadcast>`, or one
     /// JSON object a line with `role` and `broadcast` fields.
     pub log_json: bool,
@@ -74,6 +76,7 @@ impl LocalConfig {
             root,
             advertise_ip: "127.0.0.1".into(),
             ffmpeg: None,
+            extra_ca_file: None,
             log_json: false,
             media_ip: None,
             stop_grace: Duration::from_secs(60),
@@ -346,6 +349,10 @@ impl LocalBackend {
             if let Some(assets) = &self.cfg.assets_dir {
                 args.push("--assets-dir".into());
                 args.push(assets.display().to_string());
+            }
+            if let Some(ca) = &self.cfg.extra_ca_file {
+                args.push("--extra-ca-file".into());
+                args.push(ca.display().to_string());
             }
         }
         let launch = Launch {

@@ -88,6 +88,10 @@ struct Cli {
     /// (chart: metrics.podMonitor.tokenSecret, which the PodMonitor presents).
     #[arg(long, env = "CASTYARD_WORKER_METRICS_SECRET")]
     worker_metrics_secret: Option<String>,
+    /// A ConfigMap in each broadcast's namespace whose `ca.crt` (PEM) compositors trust for
+    /// RTMPS destinations (chart: tls.extraCaConfigMap).
+    #[arg(long, env = "CASTYARD_EXTRA_CA_CONFIG_MAP")]
+    extra_ca_config_map: Option<String>,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "CASTYARD_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -168,6 +172,10 @@ fn config(cli: &Cli) -> anyhow::Result<OperatorConfig> {
         },
         worker_metrics_secret: cli
             .worker_metrics_secret
+            .clone()
+            .filter(|s| !s.trim().is_empty()),
+        extra_ca_config_map: cli
+            .extra_ca_config_map
             .clone()
             .filter(|s| !s.trim().is_empty()),
     })

@@ -440,6 +440,7 @@ mod tests {
             name: name.into(),
             state,
             last_error: None,
+            error_kind: None,
             retries: 0,
             bitrate_kbps: 4500,
         };

@@ -307,6 +307,9 @@ pub struct DestinationTestResult {
     /// Time to complete the RTMP handshake.
     pub latency_ms: Option<u64>,
     pub error: Option<String>,
+    /// What kind of failure `error` is: the same a live show would report (Tls with the reason
+    /// for an untrusted, mismatched or expired certificate).
+    pub error_kind: Option<castyard_crd::DestinationErrorKind>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -1200,11 +1203,13 @@ async fn test_destination(
             ok: true,
             latency_ms: Some(d.as_millis() as u64),
             error: None,
+            error_kind: None,
         },
-        Err(e) => DestinationTestResult {
+        Err(f) => DestinationTestResult {
             ok: false,
             latency_ms: None,
-            error: Some(format!("{e:#}")),
+            error: Some(f.message),
+            error_kind: Some(f.kind),
         },
     };
     Ok(Json(result))

@@ -431,6 +431,8 @@ async fn http_flv_plays_the_live_ingest_from_a_keyframe_and_ends_with_it() {
 struct Destinations {
     rx: tokio::sync::broadcast::Receiver<Arc<castyard_api::realtime::Event>>,
     last: std::collections::HashMap<String, (String, Option<String>)>,
+    /// The kind of each destination's last failure, as the event named it.
+    kinds: std::collections::HashMap<String, String>,
 }
 
 impl Destinations {
@@ -448,6 +450,10 @@ impl Destinations {
                 .unwrap();
             let v = serde_json::to_value(&*ev).unwrap();
             if v["event"]["kind"] == "destination" {
+                if let Some(kind) = v["event"]["errorKind"].as_str() {
+                    self.kinds
+                        .insert(v["event"]["name"].as_str().unwrap().to_owned(), kind.into());
+                }
                 self.last.insert(
                     v["event"]["name"].as_str().unwrap().to_owned(),
                     (
@@ -483,6 +489,7 @@ async fn the_ingest_is_restreamed_to_each_destination_and_a_dead_one_recovers_al
     let mut events = Destinations {
         rx: rig.app.state.hub.subscribe(&rig.id),
         last: Default::default(),
+        kinds: Default::default(),
     };
     let key = rig.new_key().await;
     let publisher = publish(key["url"].as_str().unwrap(), 10, true);
@@ -563,6 +570,86 @@ async fn the_ingest_is_restreamed_to_each_destination_and_a_dead_one_recovers_al
     let codecs = ffprobe(&b_file, "stream=codec_name");
     assert!(codecs.contains("h264"), "{codecs}");
     drop((a, b));
+}
+
+/// The ingest's restream speaks RTMPS: to a server whose CA the process trusts (its extra CA
+/// file) the show goes out; one signed by a stranger fails as Tls, saying why, and touches
+/// nothing else.
+#[tokio::test]
+async fn the_ingest_restreams_over_rtmps_and_an_untrusted_destination_says_why() {
+    use castyard_media_worker::testkit::{RtmpServer, TestCa, TlsRelay};
+    let ca = TestCa::new();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("extra-ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    castyard_media_worker::tls::init(Some(ca_file)).unwrap();
+    let rig = rig_with(|_| {}).await;
+    let rec = tempfile::tempdir().unwrap();
+    let nginx = RtmpServer::start_with(None, Some(rec.path()));
+    let (cert, key) = ca.server(&["127.0.0.1"], false);
+    let good = TlsRelay::start(nginx.port, &cert, &key);
+    let (cert, key) = TestCa::new().server(&["127.0.0.1"], false);
+    let untrusted = TlsRelay::start(nginx.port, &cert, &key);
+    for (name, port, key) in [
+        ("good", good.port, "key-good-0001"),
+        ("untrusted", untrusted.port, "key-untrusted-0002"),
+    ] {
+        let r = rig
+            .app
+            .post(
+                &format!("/api/broadcasts/{}/destinations", rig.id),
+                Some(&rig.host),
+                json!({"name": name, "kind": "custom", "url": format!("rtmps://127.0.0.1:{port}/live"), "streamKey": key}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    }
+    let mut events = Destinations {
+        rx: rig.app.state.hub.subscribe(&rig.id),
+        last: Default::default(),
+        kinds: Default::default(),
+    };
+    let key = rig.new_key().await;
+    let publisher = publish(key["url"].as_str().unwrap(), 6, true);
+    events.until("good", "Live").await;
+    let why = events
+        .until("untrusted", "Retrying")
+        .await
+        .unwrap_or_default();
+    assert!(why.starts_with("TLS: unknown issuer"), "{why}");
+    assert!(!why.contains("key-untrusted"), "errors never carry the key");
+    assert_eq!(
+        events.kinds.get("untrusted").map(String::as_str),
+        Some("Tls")
+    );
+    let metrics = rig.app.get("/metrics", None).await.text();
+    let series = format!(
+        r#"castyard_api_ingest_destination_failures_total{{broadcast="bc-{}",destination="untrusted",kind="tls"}}"#,
+        rig.id
+    );
+    assert!(metrics.contains(&series), "{series} in {metrics}");
+    assert_eq!(events.last["good"].0, "Live", "the good one never noticed");
+
+    assert!(exited(publisher).await.status.success());
+    rig.wait_state("Ended").await;
+    assert_eq!(rig.recordings().await.len(), 1, "the recording goes on");
+    // nginx finalizes its recording when the publisher goes.
+    let good_file = rec.path().join("key-good-0001.flv");
+    let mut codecs = String::new();
+    for _ in 0..100 {
+        if good_file.exists() {
+            codecs = ffprobe(&good_file, "stream=codec_name");
+            if codecs.contains("h264") && codecs.contains("aac") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        codecs.contains("h264") && codecs.contains("aac"),
+        "{codecs}"
+    );
+    drop((good, untrusted, nginx));
 }
 
 async fn unknown_rotated_and_revoked_keys_and_a_second_publisher_are_refused(pg: bool) {

@@ -221,6 +221,83 @@ async fn destination_test_does_an_rtmp_handshake() {
         "{}",
         refused.json
     );
+    assert_eq!(refused.json["errorKind"], "Unreachable");
     let not_rtmp = test("http").await;
     assert_eq!(not_rtmp.json["ok"], false, "{}", not_rtmp.json);
+    assert_eq!(not_rtmp.json["errorKind"], "Protocol");
+}
+
+/// The destination test over TLS says what a live show would say: trusted through the
+/// server's extra CA file it passes; an untrusted issuer, a wrong name and an expired
+/// certificate each fail as Tls with the reason.
+#[tokio::test]
+async fn destination_test_over_rtmps_names_each_tls_failure() {
+    use castyard_media_worker::testkit::{TestCa, TlsRelay};
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("extra-ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    // As `castyard up --extra-ca-file` does at start (each test is a process of its own).
+    castyard_media_worker::tls::init(Some(ca_file)).unwrap();
+    let rtmp = RtmpServer::start();
+    let relay = |names: &[&str], expired: bool, by: &TestCa| {
+        let (cert, key) = by.server(names, expired);
+        TlsRelay::start(rtmp.port, &cert, &key)
+    };
+    let stranger = TestCa::new();
+    let relays = [
+        ("good", relay(&["127.0.0.1"], false, &ca)),
+        ("untrusted", relay(&["127.0.0.1"], false, &stranger)),
+        ("misnamed", relay(&["rtmp.example.com"], false, &ca)),
+        ("expired", relay(&["127.0.0.1"], true, &ca)),
+    ];
+    let app =
+        TestApp::sqlite_with(|s| s.rtmp_probe_timeout = std::time::Duration::from_secs(3)).await;
+    let host = app.host("host@example.com").await;
+    let destinations: Vec<_> = relays
+        .iter()
+        .map(|(name, r)| {
+            json!({"name": name, "kind": "custom",
+            "url": format!("rtmps://127.0.0.1:{}/live", r.port), "streamKey": "tls-key-1234567"})
+        })
+        .collect();
+    let b = app
+        .create_broadcast(&host, json!({"title": "TLS", "destinations": destinations}))
+        .await;
+    let id = b["id"].as_str().unwrap();
+    for (name, reason) in [
+        ("good", ""),
+        ("untrusted", "unknown issuer"),
+        ("misnamed", "name mismatch"),
+        ("expired", "expired"),
+    ] {
+        let dest = b["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap();
+        let r = app
+            .post(
+                &format!("/api/broadcasts/{id}/destinations/{dest}/test"),
+                Some(&host),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        if reason.is_empty() {
+            assert_eq!(r.json["ok"], true, "{}", r.json);
+            continue;
+        }
+        assert_eq!(r.json["ok"], false, "{name}: {}", r.json);
+        assert_eq!(r.json["errorKind"], "Tls", "{name}: {}", r.json);
+        let error = r.json["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("TLS: {reason}")),
+            "{name}: {error}"
+        );
+        assert!(!error.contains("tls-key"), "no key in {error}");
+    }
 }

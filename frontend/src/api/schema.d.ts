@@ -702,6 +702,11 @@ export interface components {
         };
         /** @enum {string} */
         DesiredState: "Backstage" | "Live" | "Ended";
+        /**
+         * @description Why a destination failed: in its status, the studio and the metrics' `kind` label.
+         * @enum {string}
+         */
+        DestinationErrorKind: "Unreachable" | "Tls" | "Protocol" | "Rejected" | "Dropped";
         /** @enum {string} */
         DestinationKind: "youtube" | "facebook" | "twitch" | "custom";
         /** @enum {string} */
@@ -709,6 +714,7 @@ export interface components {
         DestinationStatus: {
             /** Format: int32 */
             bitrateKbps?: number;
+            errorKind?: null | components["schemas"]["DestinationErrorKind"];
             lastError?: string | null;
             name: string;
             /** Format: int32 */
@@ -717,6 +723,7 @@ export interface components {
         };
         DestinationTestResult: {
             error?: string | null;
+            errorKind?: null | components["schemas"]["DestinationErrorKind"];
             /**
              * Format: int64
              * @description Time to complete the RTMP handshake.

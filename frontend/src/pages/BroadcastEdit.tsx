@@ -158,7 +158,7 @@ export function BroadcastEdit() {
                   <span className="ml-auto flex gap-2">
                     <button className="btn" onClick={() => void run(async () => {
                       const r = await api<Schemas["DestinationTestResult"]>("POST", `/api/broadcasts/${b.id}/destinations/${d.id}/test`);
-                      setTests({ ...tests, [d.id]: r.ok ? `reachable (${r.latencyMs} ms)` : `failed: ${r.error}` });
+                      setTests({ ...tests, [d.id]: r.ok ? `reachable (${r.latencyMs} ms)` : `failed (${r.errorKind ?? "error"}): ${r.error}` });
                     })}>Test</button>
                     <button className="btn" aria-label={`Remove ${d.name}`} onClick={() => void run(async () => { await api("DELETE", `/api/broadcasts/${b.id}/destinations/${d.id}`); await load(); })}>Remove</button>
                   </span>

@@ -153,7 +153,12 @@ export default function Studio() {
                       <span className="font-medium">{d.name}</span>{" "}
                       <span className={STATE_CLS[st?.state ?? "Idle"]}>{st?.state ?? (live ? "Connecting" : "Idle")}</span>
                       {st && st.state === "Live" && <span className="text-zinc-400"> · {st.bitrateKbps} kbps</span>}
-                      {st?.lastError && <p className="text-xs text-amber-300">{st.lastError} (retries: {st.retries})</p>}
+                      {st?.lastError && (
+                        <p className="text-xs text-amber-300">
+                          {st.errorKind && <span data-testid="error-kind" className="mr-1 rounded bg-amber-900 px-1">{st.errorKind}</span>}
+                          {st.lastError} (retries: {st.retries})
+                        </p>
+                      )}
                     </li>
                   );
                 })}

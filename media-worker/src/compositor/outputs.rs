@@ -85,6 +85,7 @@ impl Outputs {
                             name,
                             state: DestinationState::Failed,
                             last_error: Some(error),
+                            error_kind: None,
                             retries: 0,
                             bitrate_kbps: 0,
                         },
@@ -107,6 +108,7 @@ impl Outputs {
                     name: target.name.clone(),
                     state: DestinationState::Connecting,
                     last_error: None,
+                    error_kind: None,
                     retries: 0,
                     bitrate_kbps: 0,
                 },
@@ -149,8 +151,16 @@ impl Outputs {
                     .inc();
             }
             s.state = state;
-            if error.is_some() {
-                s.last_error = error;
+            if let Some(f) = error {
+                s.last_error = Some(f.message.clone());
+                s.error_kind = Some(f.kind);
+                metrics
+                    .destination_failures
+                    .get_or_create(&crate::metrics::DestinationKindLabels {
+                        destination: name.to_owned(),
+                        kind: f.kind.label().to_owned(),
+                    })
+                    .inc();
             }
         })
     }
