@@ -92,6 +92,14 @@ fn exported() -> BTreeSet<String> {
         .destination_sent_bytes
         .get_or_create(&ingest_destination)
         .inc();
+    api.ingest
+        .destination_failures
+        .get_or_create(&mw::BroadcastDestinationKindLabels {
+            broadcast: "bc".into(),
+            destination: "youtube".into(),
+            kind: "tls".into(),
+        })
+        .inc();
 
     let operator = castyard_operator::metrics::Metrics::default();
     operator.failure("kube");
@@ -129,6 +137,13 @@ fn exported() -> BTreeSet<String> {
     compositor
         .destination_sent_bytes
         .get_or_create(&destination)
+        .inc();
+    compositor
+        .destination_failures
+        .get_or_create(&mw::DestinationKindLabels {
+            destination: "youtube".into(),
+            kind: "tls".into(),
+        })
         .inc();
 
     [
