@@ -35,8 +35,38 @@ pub fn control_token(dir: &std::path::Path) -> (castyard_proto::ControlToken, Pa
 /// nginx with Debian's RTMP module on a free loopback port, stopped on drop.
 pub struct RtmpServer {
     pub port: u16,
+    _daemon: Daemon,
+}
+
+/// A test's helper process and its folder: stopped and removed on drop.
+struct Daemon {
     child: Child,
     dir: PathBuf,
+}
+
+impl Daemon {
+    /// Waits (5 s at most) until `child` listens on `port`; otherwise stops it and fails
+    /// with its log.
+    fn listening(port: u16, child: Child, dir: PathBuf, what: &str, log: &str) -> Self {
+        let daemon = Self { child, dir };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return daemon;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(daemon.dir.join(log)).unwrap_or_default();
+        drop(daemon);
+        panic!("{what} did not start: {log}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl RtmpServer {
@@ -80,27 +110,10 @@ impl RtmpServer {
             .expect(
                 "nginx is installed (scripts/test-deps.sh installs nginx and libnginx-mod-rtmp)",
             );
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { port, child, dir };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        Self {
+            port,
+            _daemon: Daemon::listening(port, child, dir, "nginx-rtmp", "error.log"),
         }
-        let mut child = child;
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "nginx-rtmp did not start: {}",
-            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-        );
-    }
-}
-
-impl Drop for RtmpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -162,8 +175,7 @@ impl TestCa {
 /// nginx-rtmp), as an RTMPS ingest endpoint does; stopped on drop.
 pub struct TlsRelay {
     pub port: u16,
-    child: Child,
-    dir: PathBuf,
+    _daemon: Daemon,
 }
 
 impl TlsRelay {
@@ -191,26 +203,9 @@ impl TlsRelay {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("stunnel4 is installed (scripts/test-deps.sh installs it)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { port, child, dir };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        Self {
+            port,
+            _daemon: Daemon::listening(port, child, dir, "stunnel", "stunnel.log"),
         }
-        let mut child = child;
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "stunnel did not start: {}",
-            std::fs::read_to_string(dir.join("stunnel.log")).unwrap_or_default()
-        );
-    }
-}
-
-impl Drop for TlsRelay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
