@@ -199,6 +199,15 @@ async fn fake_compositor(report: Value) -> (String, Arc<std::sync::Mutex<Vec<Str
     (addr, seen)
 }
 
+/// A live show with one destination, past its finalizer.
+fn live_show() -> Arc<Broadcast> {
+    finalized(
+        Broadcast::test()
+            .live()
+            .with_destination("yt", "rtmp://a.rtmp.youtube.com/live2"),
+    )
+}
+
 fn finalized(mut b: Broadcast) -> Arc<Broadcast> {
     b.metadata.finalizers = Some(vec![FINALIZER.into()]);
     Arc::new(b)
@@ -339,11 +348,7 @@ async fn backstage_applies_the_sfu_prunes_the_rest_and_reports_backstage() {
 #[tokio::test]
 async fn a_missing_secret_fails_clearly_and_creates_nothing() {
     let (ctx, mut api) = setup();
-    let b = finalized(
-        Broadcast::test()
-            .live()
-            .with_destination("yt", "rtmp://a.rtmp.youtube.com/live2"),
-    );
+    let b = live_show();
     let server = tokio::spawn(async move {
         api.not_found(Method::GET, &format!("{NS}/secrets/show-stream-keys"))
             .await;
@@ -380,11 +385,7 @@ async fn a_missing_secret_fails_clearly_and_creates_nothing() {
 #[tokio::test]
 async fn live_applies_both_workers_without_a_key_in_any_object() {
     let (ctx, mut api) = setup();
-    let b = finalized(
-        Broadcast::test()
-            .live()
-            .with_destination("yt", "rtmp://a.rtmp.youtube.com/live2"),
-    );
+    let b = live_show();
     let server = tokio::spawn(async move {
         let applied = live_config_and_services(&mut api).await;
         let (sfu, send) = api
@@ -759,11 +760,7 @@ async fn a_broadcast_without_its_control_token_waits_and_says_how_to_make_one() 
 #[tokio::test]
 async fn a_compositor_that_cannot_encode_says_why_in_the_status_and_a_warning_event() {
     let (ctx, mut api) = setup();
-    let b = finalized(
-        Broadcast::test()
-            .live()
-            .with_destination("yt", "rtmp://a.rtmp.youtube.com/live2"),
-    );
+    let b = live_show();
     let server = tokio::spawn(async move {
         live_config_and_services(&mut api).await;
         let (_, send) = api

@@ -100,6 +100,28 @@ async fn rig_full(
 }
 
 impl Rig {
+    /// A custom destination of the broadcast, with its key.
+    async fn add_destination(&self, name: &str, url: &str, key: &str) {
+        let r = self
+            .app
+            .post(
+                &format!("/api/broadcasts/{}/destinations", self.id),
+                Some(&self.host),
+                json!({"name": name, "kind": "custom", "url": url, "streamKey": key}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    }
+
+    /// Every destination event of the broadcast from now on.
+    fn destinations(&self) -> Destinations {
+        Destinations {
+            rx: self.app.state.hub.subscribe(&self.id),
+            last: Default::default(),
+            kinds: Default::default(),
+        }
+    }
+
     async fn new_key(&self) -> Value {
         let r = self
             .app
@@ -476,21 +498,10 @@ async fn the_ingest_is_restreamed_to_each_destination_and_a_dead_one_recovers_al
     let b = RtmpServer::start_with(None, Some(rec_b.path()));
     let b_port = b.port;
     for (name, port, key) in [("a", a.port, "key-a-0001"), ("b", b.port, "key-b-0002")] {
-        let r = rig
-            .app
-            .post(
-                &format!("/api/broadcasts/{}/destinations", rig.id),
-                Some(&rig.host),
-                json!({"name": name, "kind": "custom", "url": format!("rtmp://127.0.0.1:{port}/live"), "streamKey": key}),
-            )
+        rig.add_destination(name, &format!("rtmp://127.0.0.1:{port}/live"), key)
             .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     }
-    let mut events = Destinations {
-        rx: rig.app.state.hub.subscribe(&rig.id),
-        last: Default::default(),
-        kinds: Default::default(),
-    };
+    let mut events = rig.destinations();
     let key = rig.new_key().await;
     let publisher = publish(key["url"].as_str().unwrap(), 10, true);
     events.until("a", "Live").await;
@@ -594,21 +605,10 @@ async fn the_ingest_restreams_over_rtmps_and_an_untrusted_destination_says_why()
         ("good", good.port, "key-good-0001"),
         ("untrusted", untrusted.port, "key-untrusted-0002"),
     ] {
-        let r = rig
-            .app
-            .post(
-                &format!("/api/broadcasts/{}/destinations", rig.id),
-                Some(&rig.host),
-                json!({"name": name, "kind": "custom", "url": format!("rtmps://127.0.0.1:{port}/live"), "streamKey": key}),
-            )
+        rig.add_destination(name, &format!("rtmps://127.0.0.1:{port}/live"), key)
             .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
     }
-    let mut events = Destinations {
-        rx: rig.app.state.hub.subscribe(&rig.id),
-        last: Default::default(),
-        kinds: Default::default(),
-    };
+    let mut events = rig.destinations();
     let key = rig.new_key().await;
     let publisher = publish(key["url"].as_str().unwrap(), 6, true);
     events.until("good", "Live").await;

@@ -158,6 +158,32 @@ async fn a_stream_key_never_leaves_in_a_reply_or_a_log() {
 
 pub use castyard_media_worker::testkit::RtmpServer;
 
+/// The API's test of the destination of broadcast `b` named `name`.
+async fn test_destination(
+    app: &TestApp,
+    host: &str,
+    b: &serde_json::Value,
+    name: &str,
+) -> crate::common::Reply {
+    let dest = b["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap();
+    app.post(
+        &format!(
+            "/api/broadcasts/{}/destinations/{dest}/test",
+            b["id"].as_str().unwrap()
+        ),
+        Some(host),
+        json!({}),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn destination_test_does_an_rtmp_handshake() {
     let rtmp = RtmpServer::start();
@@ -185,28 +211,7 @@ async fn destination_test_does_an_rtmp_handshake() {
             {"name": "http", "kind": "custom", "url": format!("rtmp://127.0.0.1:{http_port}/live"), "streamKey": "local-key-123456"},
         ]}))
         .await;
-    let id = b["id"].as_str().unwrap();
-    let test = |name: &str| {
-        let dest = b["destinations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["name"] == name)
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let app = &app;
-        let host = host.clone();
-        async move {
-            app.post(
-                &format!("/api/broadcasts/{id}/destinations/{dest}/test"),
-                Some(&host),
-                json!({}),
-            )
-            .await
-        }
-    };
+    let test = |name: &'static str| test_destination(&app, &host, &b, name);
     let ok = test("local").await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(ok.json["ok"], true, "{}", ok.json);
@@ -264,28 +269,13 @@ async fn destination_test_over_rtmps_names_each_tls_failure() {
     let b = app
         .create_broadcast(&host, json!({"title": "TLS", "destinations": destinations}))
         .await;
-    let id = b["id"].as_str().unwrap();
     for (name, reason) in [
         ("good", ""),
         ("untrusted", "unknown issuer"),
         ("misnamed", "name mismatch"),
         ("expired", "expired"),
     ] {
-        let dest = b["destinations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["name"] == name)
-            .unwrap()["id"]
-            .as_str()
-            .unwrap();
-        let r = app
-            .post(
-                &format!("/api/broadcasts/{id}/destinations/{dest}/test"),
-                Some(&host),
-                json!({}),
-            )
-            .await;
+        let r = test_destination(&app, &host, &b, name).await;
         assert_eq!(r.status, StatusCode::OK);
         if reason.is_empty() {
             assert_eq!(r.json["ok"], true, "{}", r.json);
