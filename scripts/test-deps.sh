@@ -46,7 +46,12 @@ if [ "$(cat frontend/node_modules/.castyard-lock.sha 2>/dev/null)" != "$LOCK_SHA
   (cd frontend && npm ci --no-audit --no-fund --loglevel=error)
   echo "$LOCK_SHA" > frontend/node_modules/.castyard-lock.sha
 fi
-(cd frontend && npm run --silent build >/dev/null)
+# Built again only when a source changed since the last build.
+if [ ! -f frontend/dist/index.html ] || [ -n "$(find frontend/src frontend/public frontend/index.html \
+    frontend/package-lock.json frontend/vite.config.* frontend/tsconfig*.json \
+    -newer frontend/dist/index.html -print -quit 2>/dev/null)" ]; then
+  (cd frontend && npm run --silent build >/dev/null)
+fi
 
 # Python tools (kmock's Kubernetes emulator, kubernetes-validate) in their own venv.
 VENV=target/test-venv

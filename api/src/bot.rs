@@ -27,9 +27,12 @@ pub struct BotArgs {
     /// How many bots.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub count: u32,
-    /// How long they stay, e.g. 20s or 2m.
+    /// How long they stay together once all have connected, e.g. 20s or 2m.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// How long the bots wait for each other to connect before their time starts anyway.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
     /// Receive only; publish nothing.
     #[arg(long)]
     pub subscribe_only: bool,
@@ -149,12 +152,14 @@ pub async fn run(args: BotArgs) -> anyhow::Result<bool> {
     } else {
         Some(Synthetic::start(&args.ffmpeg, "castyard bot").context("starting FFmpeg")?)
     };
+    let together = bot::Together::new(urls.len(), args.connect_timeout);
     let runs = urls.into_iter().map(|url| {
         let cfg = BotConfig {
             url,
             duration: args.duration,
             bind_ip: args.bind_ip,
             control_token: None,
+            together: Some(together.clone()),
         };
         bot::run(cfg, media.as_ref().map(|m| m.subscribe()))
     });
@@ -171,8 +176,12 @@ pub async fn run(args: BotArgs) -> anyhow::Result<bool> {
     let mut ok = true;
     for (i, r) in reports.iter().enumerate() {
         let missing = missing(r, &publishers);
+        let connected = match r.connected_after {
+            Some(d) => format!("connected in {:.1} s", d.as_secs_f64()),
+            None => "never connected (ICE/DTLS)".to_owned(),
+        };
         println!(
-            "bot {}: {} tracks, {} bytes{}",
+            "bot {}: {connected}, {} tracks, {} bytes{}",
             i + 1,
             r.tracks(),
             r.bytes(),

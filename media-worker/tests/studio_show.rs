@@ -159,6 +159,7 @@ async fn the_compositor_decodes_and_lays_out_exactly_who_is_on_stage() {
                 duration: Duration::from_secs(90),
                 bind_ip: "127.0.0.1".parse().unwrap(),
                 control_token: Some(token().clone()),
+                together: None,
             };
             tokio::spawn(bot::run(cfg, Some(media_source.subscribe())))
         })

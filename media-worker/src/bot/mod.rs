@@ -29,6 +29,38 @@ pub struct BotConfig {
     /// Sent as `Authorization: Bearer …` when the bot talks to an SFU directly (the API's
     /// studio relay checks the user's token in the URL instead).
     pub control_token: Option<castyard_proto::ControlToken>,
+    /// Bots that measure together: `duration` then counts from the moment all of them are
+    /// connected, so a bot that connects late (a loaded machine) is not judged against peers
+    /// that already left.
+    pub together: Option<Together>,
+}
+
+/// A count of connected bots that every bot of a run shares.
+#[derive(Clone)]
+pub struct Together {
+    connected: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
+    count: usize,
+    /// How long a bot waits for the others before it starts its `duration` anyway.
+    patience: Duration,
+}
+
+impl Together {
+    pub fn new(count: usize, patience: Duration) -> Self {
+        Self {
+            connected: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            count,
+            patience,
+        }
+    }
+
+    fn arrived(&self) {
+        self.connected.send_modify(|n| *n += 1);
+    }
+
+    async fn all_connected(&self) {
+        let mut rx = self.connected.subscribe();
+        let _ = rx.wait_for(|n| *n >= self.count).await;
+    }
 }
 
 /// What one bot received, per sender and source.
@@ -42,6 +74,8 @@ pub struct BotReport {
     pub error: Option<String>,
     /// Sender-to-receiver delays of frames stamped with [`stamp`], in microseconds.
     pub latencies_us: Vec<u64>,
+    /// How long ICE and DTLS took after the bot started; `None`: it never connected.
+    pub connected_after: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -136,12 +170,30 @@ async fn run_inner(
     };
     let offer = bot.offer(media.is_some());
     ws.send(Message::Text(offer.into())).await?;
-    let end = tokio::time::Instant::now() + cfg.duration;
+    let started = tokio::time::Instant::now();
+    // Alone, the bot stays `duration`; together, `duration` after the last one connected.
+    let mut end = started
+        + match &cfg.together {
+            None => cfg.duration,
+            Some(t) => t.patience + cfg.duration,
+        };
+    let mut waiting = cfg.together.clone();
     let mut buf = vec![0u8; 2048];
     loop {
+        let was_connected = bot.connected;
         let wait = bot.drain().await?;
+        if bot.connected && !was_connected {
+            bot.report.connected_after = Some(started.elapsed());
+            if let Some(t) = &cfg.together {
+                t.arrived();
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep_until(end) => break,
+            () = async { waiting.as_ref().unwrap().all_connected().await }, if waiting.is_some() => {
+                end = tokio::time::Instant::now() + cfg.duration;
+                waiting = None;
+            }
             _ = tokio::time::sleep_until(wait.into()) => {
                 bot.rtc.handle_input(Input::Timeout(Instant::now()))?;
             }
