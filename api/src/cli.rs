@@ -303,7 +303,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         start_ingest(&state, listener, &data_dir, &args.ffmpeg);
     }
     // Workers died with the last run (their parent-death signal): start what should run.
-    let resumed = crate::routes::broadcasts::resync(&state)
+    let resumed = crate::broadcasts::service::resync(&state)
         .await
         .context("restarting the workers of broadcasts in progress")?;
     if resumed > 0 {

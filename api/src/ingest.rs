@@ -8,9 +8,9 @@ use castyard_media_worker::ingest::{Authorization, Grant, IngestHooks, Recording
 use castyard_media_worker::rtmp_out;
 use sqlx::Row;
 
+use crate::broadcasts::service::{ingest_transition, restream_targets};
 use crate::db::{new_id, now_ms};
 use crate::realtime::{BroadcastEvent, Event};
-use crate::routes::broadcasts::{ingest_transition, restream_targets};
 use crate::state::AppState;
 
 pub struct Hooks(pub AppState);

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod backend;
 pub mod bot;
+pub mod broadcasts;
 pub mod cache;
 pub mod cli;
 pub mod control;
@@ -17,8 +18,10 @@ pub mod ratelimit;
 pub mod realtime;
 pub mod routes;
 pub mod rtmp_probe;
+pub mod settings;
 pub mod state;
 pub mod studio_source;
+pub mod tokens;
 pub mod web;
 
 use axum::Router;
@@ -117,9 +120,6 @@ pub fn app(state: AppState) -> Router {
         .merge(web::router(&state))
         .method_not_allowed_fallback(|| async { error::Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.settings.json_limit))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), web::track))
         .with_state(state)
 }

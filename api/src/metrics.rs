@@ -1,19 +1,12 @@
-//! Prometheus metrics for the API (prometheus-client) and the middleware that records requests.
+//! The API's Prometheus metrics (prometheus-client): the registry and its families. `web`
+//! records requests into them and serves them.
 
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -120,63 +113,4 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let span = tracing::info_span!("request", %method, %route);
-    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
-    // The route template only: raw URIs can carry tokens (`?token=` on file and socket URLs).
-    span.in_scope(|| {
-        tracing::info!(
-            status = resp.status().as_u16(),
-            elapsed_ms = start.elapsed().as_millis() as u64,
-            "request"
-        )
-    });
-    state
-        .metrics
-        .duration
-        .get_or_create(&RouteLabels {
-            method: method.clone(),
-            route: route.clone(),
-        })
-        .observe(start.elapsed().as_secs_f64());
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            method,
-            route,
-            status: resp.status().as_u16(),
-        })
-        .inc();
-    resp
-}
-
-pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
-    // Read at scrape time, so a broadcast nobody watches any more drops out of the family.
-    state.metrics.viewers.clear();
-    for (id, count) in state.hub.local_viewer_counts() {
-        state
-            .metrics
-            .viewers
-            .get_or_create(&BroadcastLabels {
-                broadcast: crate::routes::broadcasts::resource_name(&id),
-            })
-            .set(count as i64);
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
 }

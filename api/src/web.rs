@@ -14,7 +14,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let mut r = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::serve))
+        .route("/metrics", get(metrics))
         .route("/hls/{id}/{file}", get(hls))
         .route("/live/{file}", get(http_flv))
         .route("/api-docs", get(swagger_index))
@@ -284,4 +284,69 @@ async fn http_flv(
         body,
     )
         .into_response())
+}
+
+/// Logs and counts every request under its route template.
+pub async fn track(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let start = std::time::Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!("request", %method, %route);
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    // The route template only: raw URIs can carry tokens (`?token=` on file and socket URLs).
+    span.in_scope(|| {
+        tracing::info!(
+            status = resp.status().as_u16(),
+            elapsed_ms = start.elapsed().as_millis() as u64,
+            "request"
+        )
+    });
+    state
+        .metrics
+        .duration
+        .get_or_create(&crate::metrics::RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            method,
+            route,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// /metrics, in the OpenMetrics text format.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Read at scrape time, so a broadcast nobody watches any more drops out of the family.
+    state.metrics.viewers.clear();
+    for (id, count) in state.hub.local_viewer_counts() {
+        state
+            .metrics
+            .viewers
+            .get_or_create(&crate::metrics::BroadcastLabels {
+                broadcast: crate::broadcasts::resource_name(&id),
+            })
+            .set(count as i64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
 }

@@ -1,11 +1,14 @@
 //! /api/auth: accounts, sessions (access token + refresh cookie), guest invites and viewer identities.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, extract::State};
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
+use governor::clock::Clock as _;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
@@ -27,12 +30,33 @@ pub fn router(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(accept_invite))
         .routes(routes!(viewer))
-        .route_layer(middleware::from_fn_with_state(
-            state,
-            crate::ratelimit::limit_auth,
-        ))
+        .route_layer(middleware::from_fn_with_state(state, limit_auth))
         // `me` is read on every page load; it is not a credential-guessing target.
         .routes(routes!(me))
+}
+
+/// The peer address from the socket; without one (in-process tests) all share one bucket.
+/// Forwarded-for headers are not trusted: any client could set them.
+fn client_ip(req: &axum::extract::Request) -> IpAddr {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// Per client address: a burst of attempts, then one per refill period (429 with Retry-After).
+async fn limit_auth(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, Error> {
+    let ip = client_ip(&req);
+    if let Err(nu) = state.limits.auth.check_key(&ip) {
+        let wait = nu.wait_time_from(governor::clock::DefaultClock::default().now());
+        state.metrics.rate_limited.inc();
+        return Err(Error::TooManyRequests(wait.as_secs() + 1));
+    }
+    Ok(next.run(req).await)
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -9,8 +9,8 @@ use castyard_proto::scene::{Brand, Command, Scene};
 use castyard_proto::{CallError, WorkerClient};
 
 use crate::auth::AuthUser;
+use crate::broadcasts::service::owned;
 use crate::error::{Error, PathParams, Result};
-use crate::routes::broadcasts::load_owned;
 use crate::state::AppState;
 
 /// Commands a host sends. Who is on stage, speaking, muted or sharing comes from the studio (the
@@ -71,7 +71,7 @@ async fn brand_files(state: &AppState, user: &AuthUser, mut brand: Brand) -> Res
 /// the show is not running.
 async fn control(state: &AppState, user: &AuthUser, id: &str) -> Result<(String, WorkerClient)> {
     let mut conn = state.db.pool.acquire().await?;
-    let b = load_owned(&mut conn, user, id).await?;
+    let b = owned(&mut conn, user, id).await?;
     drop(conn);
     let addr = state
         .backend

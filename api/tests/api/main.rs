@@ -10,6 +10,7 @@ mod first_run;
 mod fuzz;
 mod ingest;
 mod kubernetes;
+mod layout;
 mod metrics_catalog;
 mod realtime;
 mod secrets;
