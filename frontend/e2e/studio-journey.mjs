@@ -144,13 +144,21 @@ try {
       return { e, green: green / (160 * 90) };
     });
   await guest.waitForFunction(() => document.querySelector('video[aria-label="Your camera as sent"]')?.videoWidth > 0);
-  const sharp = (await sharpness()).e;
+  // The fake camera's picture moves, and so does its edge energy: the median of five looks.
+  const looks = [];
+  for (let i = 0; i < 5; i++) {
+    looks.push((await sharpness()).e);
+    await guest.waitForTimeout(200);
+  }
+  const sharp = looks.sort((a, b) => a - b)[2];
   await guest.getByLabel("Background", { exact: true }).selectOption("blur");
   for (const deadline = Date.now() + T; ; ) {
     // A black frame (the effect's track before its first picture) has no edges either.
     const now = await sharpness();
     seen.blur = { sharp: Math.round(sharp), blurred: Math.round(now.e), green: Math.round(now.green) };
-    if (now.e < sharp / 2 && now.green > 60) break;
+    // Whatever the segmenter takes for a person stays sharp, and how much that is varies with
+    // the picture and the load: a third of the edge energy gone is a blur, a no-op is not.
+    if (now.e < (sharp * 2) / 3 && now.green > 60) break;
     if (Date.now() > deadline) throw new Error(`the camera was not blurred: ${JSON.stringify(seen.blur)}`);
     await guest.waitForTimeout(500);
   }
